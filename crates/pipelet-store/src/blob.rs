@@ -1,0 +1,120 @@
+//! The blob store: input images and result videos, through `object_store` (a local folder
+//! when embedded; S3 and friends later). The database only holds blob keys.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use tokio::io::AsyncReadExt;
+use uuid::Uuid;
+
+use crate::Result;
+
+/// Chunk size for streaming a local file into the blob store.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+#[derive(Clone)]
+pub struct Blobs {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl Blobs {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store }
+    }
+
+    /// A folder on local disk (created if missing).
+    pub fn local(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let fs = LocalFileSystem::new_with_prefix(dir)?;
+        Ok(Self::new(Arc::new(fs)))
+    }
+
+    pub fn input_key(job: Uuid) -> String {
+        format!("inputs/{job}")
+    }
+
+    pub fn result_key(job: Uuid) -> String {
+        format!("results/{job}.mp4")
+    }
+
+    pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.store
+            .put(&ObjectPath::from(key), PutPayload::from(data))
+            .await?;
+        Ok(())
+    }
+
+    /// Streams a file into the blob store without holding it in memory.
+    pub async fn put_file(&self, key: &str, file: &Path) -> Result<u64> {
+        let mut reader = tokio::fs::File::open(file).await?;
+        let upload = self.store.put_multipart(&ObjectPath::from(key)).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_CHUNK);
+        let mut total = 0u64;
+        let mut buf = vec![0u8; UPLOAD_CHUNK];
+        loop {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(4).await?;
+            writer.write(&buf[..n]);
+            total += n as u64;
+        }
+        writer.finish().await?;
+        Ok(total)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        Ok(self.store.get(&ObjectPath::from(key)).await?.bytes().await?)
+    }
+
+    /// The blob's size and a stream of its bytes.
+    pub async fn stream(
+        &self,
+        key: &str,
+    ) -> Result<(u64, BoxStream<'static, std::io::Result<Bytes>>)> {
+        let got = self.store.get(&ObjectPath::from(key)).await?;
+        let size = got.meta.size;
+        let stream = got
+            .into_stream()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .boxed();
+        Ok((size, stream))
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.store.delete(&ObjectPath::from(key)).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trips_bytes_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::local(&dir.path().join("blobs")).unwrap();
+        blobs.put("inputs/a", Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(blobs.get("inputs/a").await.unwrap(), Bytes::from_static(b"hello"));
+
+        let file = dir.path().join("big.bin");
+        let data: Vec<u8> = (0..3 * UPLOAD_CHUNK + 17).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&file, &data).unwrap();
+        assert_eq!(blobs.put_file("results/x.mp4", &file).await.unwrap(), data.len() as u64);
+        let (size, stream) = blobs.stream("results/x.mp4").await.unwrap();
+        assert_eq!(size, data.len() as u64);
+        let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
+        assert_eq!(chunks.concat(), data);
+
+        blobs.delete("inputs/a").await.unwrap();
+        assert!(blobs.get("inputs/a").await.is_err());
+    }
+}

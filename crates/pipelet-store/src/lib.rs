@@ -1,0 +1,66 @@
+//! pipelet's durable state. The [`Store`] trait owns the job state machine
+//! (queued → running → completed | failed | cancelled, with re-queues on lost leases),
+//! fenced leases, exact queue positions and API keys; [`blob::Blobs`] owns input images
+//! and result videos. SQLite is the embedded implementation; the trait is shaped so a
+//! PostgreSQL one can pass the same conformance tests.
+
+pub mod blob;
+mod error;
+pub mod keys;
+mod queue_index;
+pub mod sqlite;
+mod types;
+
+pub use error::StoreError;
+pub use keys::{KeyRecord, NewKey, Role};
+pub use queue_index::QueueIndex;
+pub use types::*;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Durably inserts a queued job. When this returns `Ok` the job is committed.
+    async fn create_job(&self, job: NewJob) -> Result<JobRecord>;
+    async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>>;
+    /// A job with its exact queue position (`Some` only while queued).
+    async fn job_status(&self, id: Uuid) -> Result<Option<(JobRecord, Option<u64>)>>;
+    /// The most recent jobs created by `owner` (or by anyone when `None`), newest first.
+    async fn list_jobs(&self, owner: Option<&str>, limit: u32) -> Result<Vec<JobRecord>>;
+    /// Cancels a queued job; with `force` also asks a running job to stop.
+    async fn cancel(&self, id: Uuid, force: bool, by: &str) -> Result<CancelOutcome>;
+
+    /// Leases the next job for a worker, or `None` when nothing it serves is queued.
+    async fn claim(&self, req: &ClaimRequest) -> Result<Option<Lease>>;
+    /// Extends a lease and records progress. `Err(LeaseLost)` when the token is stale.
+    async fn heartbeat(
+        &self,
+        lease: &LeaseRef,
+        progress: Option<ProgressUpdate>,
+        extend_ms: i64,
+    ) -> Result<HeartbeatReply>;
+    async fn complete(&self, lease: &LeaseRef, result: &JobResult) -> Result<()>;
+    /// Ends an attempt with an error: re-queued when `retryable` and attempts remain.
+    async fn fail(&self, lease: &LeaseRef, error: &str, retryable: bool) -> Result<FailOutcome>;
+    /// Ends an attempt that stopped because its job was cancelled while running.
+    async fn ack_cancelled(&self, lease: &LeaseRef) -> Result<()>;
+    /// Re-queues (or fails, after the last attempt) every job whose lease expired.
+    async fn reap_expired(&self, now_ms: i64) -> Result<Vec<ReapedJob>>;
+    /// Re-queues running jobs leased to `owner_prefix*` (in-process workers of a previous
+    /// run of this server, which cannot still be alive).
+    async fn release_leases_of(&self, owner_prefix: &str) -> Result<u64>;
+
+    /// Counts of jobs per (model id, state) and how many are queued in total.
+    async fn job_counts(&self) -> Result<Vec<JobCount>>;
+    /// Jobs queued right now, from memory (cheap enough for every create).
+    fn queued_total(&self) -> u64;
+    /// A future that resolves when a job may have become claimable.
+    fn job_available(&self) -> std::sync::Arc<tokio::sync::Notify>;
+
+    async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, String)>;
+    async fn find_key_by_secret(&self, secret: &str) -> Result<Option<KeyRecord>>;
+    async fn count_keys(&self) -> Result<u64>;
+}

@@ -1,0 +1,477 @@
+//! The job state machine in SQL: every transition is one `BEGIN IMMEDIATE` transaction
+//! on the writer connection, guarded by the state (and lease token) it starts from.
+
+use std::sync::{Arc, Mutex};
+
+use pipelet_api::Pipeline;
+use sqlx::Row;
+use sqlx::sqlite::SqliteConnection;
+use tokio::sync::{Notify, mpsc};
+use uuid::Uuid;
+
+use super::rows::{JOB_COLUMNS, job_from_row, result_json};
+use super::{PendingCreate, begin, finish, lock_index};
+use crate::{
+    CancelOutcome, ClaimRequest, FailOutcome, JobRecord, JobResult, JobState, Lease, LeaseRef,
+    NewJob, QueueIndex, ReapOutcome, ReapedJob, Result, StoreError, now_ms,
+};
+
+pub(super) async fn load_index(conn: &mut SqliteConnection) -> Result<QueueIndex> {
+    let rows = sqlx::query("SELECT pipeline, priority, seq FROM jobs WHERE state = 'queued'")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut index = QueueIndex::new();
+    for row in rows {
+        let pipeline: String = row.try_get("pipeline")?;
+        let pipeline = Pipeline::parse(&pipeline)
+            .ok_or_else(|| StoreError::Corrupt(format!("pipeline {pipeline:?}")))?;
+        index.insert(pipeline, row.try_get("priority")?, row.try_get("seq")?);
+    }
+    Ok(index)
+}
+
+async fn insert_job(conn: &mut SqliteConnection, job: &NewJob, now: i64) -> Result<JobRecord> {
+    let spec = serde_json::to_string(&job.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO jobs (id, model_id, pipeline, owner_key_id, priority, state, spec, \
+         input_blob, created_at, enqueued_at, max_attempts, webhook_url) \
+         VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?) RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(job.id.to_string())
+    .bind(&job.model_id)
+    .bind(job.pipeline.as_str())
+    .bind(&job.owner_key_id)
+    .bind(job.priority)
+    .bind(spec)
+    .bind(&job.input_blob)
+    .bind(now)
+    .bind(now)
+    .bind(i64::from(job.max_attempts))
+    .bind(&job.webhook_url)
+    .fetch_one(&mut *conn)
+    .await?;
+    job_from_row(&row)
+}
+
+/// Group commit: takes every create waiting in the channel, inserts them in one
+/// transaction (one fsync), and answers each. If the batch fails, each job is retried
+/// alone so one bad row cannot fail its neighbours.
+pub(super) async fn run_create_batches(
+    mut rx: mpsc::Receiver<PendingCreate>,
+    writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
+    index: Arc<Mutex<QueueIndex>>,
+    available: Arc<Notify>,
+) {
+    let mut batch = Vec::with_capacity(super::MAX_CREATE_BATCH);
+    while rx.recv_many(&mut batch, super::MAX_CREATE_BATCH).await > 0 {
+        let mut conn = writer.lock().await;
+        let now = now_ms();
+        let all = async {
+            begin(&mut conn).await?;
+            let mut records = Vec::with_capacity(batch.len());
+            let mut inserted = Ok(());
+            for (job, _) in &batch {
+                match insert_job(&mut conn, job, now).await {
+                    Ok(record) => records.push(record),
+                    Err(e) => {
+                        inserted = Err(e);
+                        break;
+                    }
+                }
+            }
+            finish(&mut conn, inserted.map(|()| records)).await
+        }
+        .await;
+        let results: Vec<Result<JobRecord>> = match all {
+            Ok(records) => records.into_iter().map(Ok).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = batch.len(), "batched create failed; retrying one by one");
+                let mut results = Vec::with_capacity(batch.len());
+                for (job, _) in &batch {
+                    let one = match begin(&mut conn).await {
+                        Ok(()) => {
+                            let r = insert_job(&mut conn, job, now).await;
+                            finish(&mut conn, r).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    results.push(one);
+                }
+                results
+            }
+        };
+        {
+            let mut index = lock_index(&index);
+            for record in results.iter().flatten() {
+                index.insert(record.pipeline, record.priority, record.seq);
+            }
+        }
+        drop(conn);
+        available.notify_waiters();
+        for ((_, reply), result) in batch.drain(..).zip(results) {
+            // The caller may have gone away (client disconnected); the job stays created.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+pub(super) async fn fetch_job(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<JobRecord>> {
+    let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(job_from_row).transpose()
+}
+
+struct Head {
+    pipeline: Pipeline,
+    seq: i64,
+    priority: i64,
+    created_at: i64,
+}
+
+async fn head_of(conn: &mut SqliteConnection, pipeline: Pipeline) -> Result<Option<Head>> {
+    let row = sqlx::query(
+        "SELECT seq, priority, created_at FROM jobs WHERE state = 'queued' AND pipeline = ? \
+         ORDER BY priority DESC, seq LIMIT 1",
+    )
+    .bind(pipeline.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| {
+        Ok(Head {
+            pipeline,
+            seq: row.try_get("seq")?,
+            priority: row.try_get("priority")?,
+            created_at: row.try_get("created_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// Which pipeline's head to dispatch: the loaded pipeline's, unless a job of another
+/// pipeline has waited longer than the switch bound; otherwise priority, then age.
+fn pick_head(heads: Vec<Head>, req: &ClaimRequest, now: i64) -> Option<Head> {
+    let starving = heads
+        .iter()
+        .filter(|h| Some(h.pipeline) != req.loaded)
+        .filter(|h| now - h.created_at > req.max_wait_for_switch_ms)
+        .min_by_key(|h| h.created_at)
+        .map(|h| h.pipeline);
+    let preferred = starving.or(req.loaded);
+    let mut heads = heads;
+    if let Some(p) = preferred
+        && let Some(at) = heads.iter().position(|h| h.pipeline == p)
+    {
+        return Some(heads.swap_remove(at));
+    }
+    heads
+        .into_iter()
+        .min_by_key(|h| (std::cmp::Reverse(h.priority), h.created_at, h.seq))
+}
+
+pub(super) async fn claim(
+    conn: &mut SqliteConnection,
+    index: &Mutex<QueueIndex>,
+    req: &ClaimRequest,
+) -> Result<Option<Lease>> {
+    let now = now_ms();
+    begin(conn).await?;
+    let claimed = async {
+        let mut heads = Vec::with_capacity(req.pipelines.len());
+        for &pipeline in &req.pipelines {
+            if let Some(head) = head_of(conn, pipeline).await? {
+                heads.push(head);
+            }
+        }
+        let Some(head) = pick_head(heads, req, now) else {
+            return Ok(None);
+        };
+        let expires = now + req.lease_ms;
+        let row = sqlx::query(&format!(
+            "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
+             lease_token = lease_token + 1, lease_owner = ?, lease_expires_at = ?, \
+             heartbeat_at = ?, started_at = ?, progress_done = NULL, progress_total = NULL \
+             WHERE seq = ? AND state = 'queued' RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(&req.worker_id)
+        .bind(expires)
+        .bind(now)
+        .bind(now)
+        .bind(head.seq)
+        .fetch_one(&mut *conn)
+        .await?;
+        let job = job_from_row(&row)?;
+        Ok(Some((head, job, expires)))
+    }
+    .await;
+    let claimed = finish(conn, claimed).await?;
+    Ok(claimed.map(|(head, job, expires_at_ms)| {
+        lock_index(index).remove(head.pipeline, head.priority, head.seq);
+        Lease {
+            lease: LeaseRef {
+                job_id: job.id,
+                token: job.lease_token,
+            },
+            job,
+            expires_at_ms,
+        }
+    }))
+}
+
+/// Loads the job a lease-holder call refers to, or `LeaseLost` when the token is stale.
+async fn leased_job(conn: &mut SqliteConnection, lease: &LeaseRef) -> Result<JobRecord> {
+    match fetch_job(conn, lease.job_id).await? {
+        Some(job) if job.state == JobState::Running && job.lease_token == lease.token => Ok(job),
+        Some(_) => Err(StoreError::LeaseLost),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+pub(super) async fn heartbeat(
+    conn: &mut SqliteConnection,
+    lease: &LeaseRef,
+    progress: Option<crate::ProgressUpdate>,
+    extend_ms: i64,
+) -> Result<crate::HeartbeatReply> {
+    let now = now_ms();
+    let expires = now + extend_ms;
+    let row = sqlx::query(
+        "UPDATE jobs SET heartbeat_at = ?, lease_expires_at = ?, \
+         progress_done = COALESCE(?, progress_done), progress_total = COALESCE(?, progress_total) \
+         WHERE id = ? AND state = 'running' AND lease_token = ? RETURNING cancel_requested",
+    )
+    .bind(now)
+    .bind(expires)
+    .bind(progress.map(|p| i64::from(p.done)))
+    .bind(progress.map(|p| i64::from(p.total)))
+    .bind(lease.job_id.to_string())
+    .bind(lease.token)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(row) => Ok(crate::HeartbeatReply {
+            cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+            expires_at_ms: expires,
+        }),
+        None => match fetch_job(conn, lease.job_id).await? {
+            Some(_) => Err(StoreError::LeaseLost),
+            None => Err(StoreError::NotFound),
+        },
+    }
+}
+
+pub(super) async fn complete(
+    conn: &mut SqliteConnection,
+    lease: &LeaseRef,
+    result: &JobResult,
+) -> Result<()> {
+    begin(conn).await?;
+    let done = async {
+        leased_job(conn, lease).await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'completed', finished_at = ?, result = ?, \
+             lease_owner = NULL, lease_expires_at = NULL, progress_done = progress_total \
+             WHERE id = ? AND lease_token = ?",
+        )
+        .bind(now_ms())
+        .bind(result_json(result)?)
+        .bind(lease.job_id.to_string())
+        .bind(lease.token)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+    .await;
+    finish(conn, done).await
+}
+
+/// Moves a running job to its next state after an attempt ended without a result.
+/// Returns the new state. Caller holds the transaction.
+async fn end_attempt(
+    conn: &mut SqliteConnection,
+    job: &JobRecord,
+    error: &str,
+    retryable: bool,
+) -> Result<JobState> {
+    let next = if job.cancel_requested {
+        JobState::Cancelled
+    } else if retryable && job.attempt < job.max_attempts {
+        JobState::Queued
+    } else {
+        JobState::Failed
+    };
+    let finished = next.is_terminal().then(now_ms);
+    sqlx::query(
+        "UPDATE jobs SET state = ?, error = ?, finished_at = ?, lease_owner = NULL, \
+         lease_expires_at = NULL, progress_done = NULL, progress_total = NULL \
+         WHERE seq = ? AND state = 'running'",
+    )
+    .bind(next.as_str())
+    .bind(error)
+    .bind(finished)
+    .bind(job.seq)
+    .execute(&mut *conn)
+    .await?;
+    Ok(next)
+}
+
+pub(super) async fn fail(
+    conn: &mut SqliteConnection,
+    index: &Mutex<QueueIndex>,
+    available: &Notify,
+    lease: &LeaseRef,
+    error: &str,
+    retryable: bool,
+) -> Result<FailOutcome> {
+    begin(conn).await?;
+    let ended = async {
+        let job = leased_job(conn, lease).await?;
+        let next = end_attempt(conn, &job, error, retryable).await?;
+        Ok((job, next))
+    }
+    .await;
+    let (job, next) = finish(conn, ended).await?;
+    Ok(if next == JobState::Queued {
+        lock_index(index).insert(job.pipeline, job.priority, job.seq);
+        available.notify_waiters();
+        FailOutcome::Requeued
+    } else {
+        FailOutcome::Failed
+    })
+}
+
+pub(super) async fn ack_cancelled(conn: &mut SqliteConnection, lease: &LeaseRef) -> Result<()> {
+    begin(conn).await?;
+    let done = async {
+        let job = leased_job(conn, lease).await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', finished_at = ?, lease_owner = NULL, \
+             lease_expires_at = NULL, cancelled_by = COALESCE(cancelled_by, ?) WHERE seq = ?",
+        )
+        .bind(now_ms())
+        .bind(job.lease_owner.as_deref().unwrap_or("worker"))
+        .bind(job.seq)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+    .await;
+    finish(conn, done).await
+}
+
+/// Ends the attempts of every running job matched by `filter_sql` (a WHERE clause on
+/// running jobs with one bound text parameter), re-queueing while attempts remain.
+pub(super) async fn end_stranded(
+    conn: &mut SqliteConnection,
+    index: &Mutex<QueueIndex>,
+    available: &Notify,
+    filter_sql: &str,
+    param: String,
+    reason: &str,
+) -> Result<Vec<ReapedJob>> {
+    begin(conn).await?;
+    let ended = async {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND {filter_sql}"
+        ))
+        .bind(&param)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut ended = Vec::with_capacity(rows.len());
+        for row in rows {
+            let job = job_from_row(&row)?;
+            let holder = job.lease_owner.as_deref().unwrap_or("unknown worker");
+            let error = if job.attempt < job.max_attempts {
+                format!(
+                    "{reason} (holder {holder}, attempt {} of {}); re-queued",
+                    job.attempt, job.max_attempts
+                )
+            } else {
+                format!(
+                    "gave up after {} attempts: {reason} (holder {holder})",
+                    job.attempt
+                )
+            };
+            let next = end_attempt(conn, &job, &error, true).await?;
+            ended.push((job, next));
+        }
+        Ok(ended)
+    }
+    .await;
+    let ended = finish(conn, ended).await?;
+    let mut requeued = false;
+    let reaped = {
+        let mut index = lock_index(index);
+        ended
+            .into_iter()
+            .map(|(job, next)| {
+                let outcome = match next {
+                    JobState::Queued => {
+                        index.insert(job.pipeline, job.priority, job.seq);
+                        requeued = true;
+                        ReapOutcome::Requeued
+                    }
+                    JobState::Cancelled => ReapOutcome::Cancelled,
+                    _ => ReapOutcome::Failed,
+                };
+                ReapedJob {
+                    id: job.id,
+                    model_id: job.model_id,
+                    outcome,
+                }
+            })
+            .collect()
+    };
+    if requeued {
+        available.notify_waiters();
+    }
+    Ok(reaped)
+}
+
+pub(super) async fn cancel(
+    conn: &mut SqliteConnection,
+    index: &Mutex<QueueIndex>,
+    id: Uuid,
+    force: bool,
+    by: &str,
+) -> Result<CancelOutcome> {
+    begin(conn).await?;
+    let outcome = async {
+        let job = fetch_job(conn, id).await?.ok_or(StoreError::NotFound)?;
+        let outcome = match job.state {
+            JobState::Queued => {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = ?, cancelled_by = ? \
+                     WHERE seq = ?",
+                )
+                .bind(now_ms())
+                .bind(by)
+                .bind(job.seq)
+                .execute(&mut *conn)
+                .await?;
+                CancelOutcome::Cancelled
+            }
+            JobState::Cancelled => CancelOutcome::AlreadyCancelled,
+            JobState::Running if force => {
+                sqlx::query(
+                    "UPDATE jobs SET cancel_requested = 1, \
+                     cancelled_by = COALESCE(cancelled_by, ?) WHERE seq = ?",
+                )
+                .bind(by)
+                .bind(job.seq)
+                .execute(&mut *conn)
+                .await?;
+                CancelOutcome::StopRequested
+            }
+            state => CancelOutcome::NotCancellable(state),
+        };
+        Ok((job, outcome))
+    }
+    .await;
+    let (job, outcome) = finish(conn, outcome).await?;
+    if outcome == CancelOutcome::Cancelled {
+        lock_index(index).remove(job.pipeline, job.priority, job.seq);
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,119 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! All writes go through one connection behind a mutex (SQLite has one writer anyway,
+//! so this turns lock contention into a fair queue), each in a `BEGIN IMMEDIATE`
+//! transaction. Creates are group-committed: concurrent creates share one transaction
+//! and one fsync, which is what makes durable creates fast. Reads use a small pool.
+
+mod jobs;
+mod keys;
+mod rows;
+mod store_impl;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::{JobRecord, NewJob, QueueIndex, Result};
+
+/// Concurrent creates that may share one transaction.
+const MAX_CREATE_BATCH: usize = 256;
+/// How long a connection waits for SQLite's lock before giving up (another process,
+/// such as `pipelet keys create`, may hold it briefly).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+const READ_CONNECTIONS: u32 = 4;
+
+type PendingCreate = (NewJob, oneshot::Sender<Result<JobRecord>>);
+
+pub struct SqliteStore {
+    read: SqlitePool,
+    writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
+    index: Arc<Mutex<QueueIndex>>,
+    available: Arc<Notify>,
+    creates: mpsc::Sender<PendingCreate>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a 2xx means the commit reached the disk, not just the OS.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .disable_statement_logging();
+        let mut writer = options.connect().await?;
+        sqlx::migrate!("./migrations/sqlite").run(&mut writer).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+
+        let index = Arc::new(Mutex::new(jobs::load_index(&mut writer).await?));
+        let writer = Arc::new(tokio::sync::Mutex::new(writer));
+        let available = Arc::new(Notify::new());
+        let (creates, rx) = mpsc::channel(MAX_CREATE_BATCH * 4);
+        tokio::spawn(jobs::run_create_batches(
+            rx,
+            writer.clone(),
+            index.clone(),
+            available.clone(),
+        ));
+        Ok(Self {
+            read,
+            writer,
+            index,
+            available,
+            creates,
+        })
+    }
+
+    fn index(&self) -> MutexGuard<'_, QueueIndex> {
+        // A panic while holding the lock cannot leave the index half-updated (every
+        // update is a single call), so a poisoned lock is still usable.
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the pools so the file can be reopened cleanly (used by tests).
+    pub async fn close(&self) {
+        self.read.close().await;
+    }
+}
+
+pub(crate) fn lock_index(index: &Mutex<QueueIndex>) -> MutexGuard<'_, QueueIndex> {
+    index.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) async fn begin(conn: &mut SqliteConnection) -> Result<()> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Commits on `Ok`, rolls back on `Err`.
+pub(crate) async fn finish<T>(conn: &mut SqliteConnection, result: Result<T>) -> Result<T> {
+    match result {
+        Ok(value) => {
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                tracing::error!(error = %rollback, "rollback failed");
+                // The connection may be in an unknown state; ping so the next user fails fast.
+                let _ = conn.ping().await;
+            }
+            Err(e)
+        }
+    }
+}

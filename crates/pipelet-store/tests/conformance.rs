@@ -1,0 +1,322 @@
+//! The store conformance suite: every test takes a fresh `dyn Store`, so the same
+//! assertions hold for each implementation (SQLite here; PostgreSQL runs them too).
+
+use std::sync::Arc;
+
+use pipelet_api::Pipeline;
+use pipelet_store::sqlite::SqliteStore;
+use pipelet_store::*;
+use uuid::Uuid;
+
+struct Fixture {
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+async fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pipelet.db");
+    let store = Arc::new(SqliteStore::open(&path).await.unwrap());
+    Fixture {
+        store,
+        _dir: dir,
+        path,
+    }
+}
+
+fn new_job(pipeline: Pipeline, priority: i64) -> NewJob {
+    NewJob {
+        id: Uuid::new_v4(),
+        model_id: format!("wan22-fast-{pipeline}"),
+        pipeline,
+        owner_key_id: "owner".into(),
+        priority,
+        spec: serde_json::json!({"prompt": "p"}),
+        input_blob: None,
+        max_attempts: 3,
+        webhook_url: None,
+    }
+}
+
+fn claim_req(pipelines: &[Pipeline], lease_ms: i64) -> ClaimRequest {
+    ClaimRequest {
+        worker_id: "worker:test".into(),
+        pipelines: pipelines.to_vec(),
+        loaded: None,
+        lease_ms,
+        max_wait_for_switch_ms: 60_000,
+    }
+}
+
+async fn position(store: &dyn Store, id: Uuid) -> Option<u64> {
+    store.job_status(id).await.unwrap().unwrap().1
+}
+
+#[tokio::test]
+async fn positions_follow_priority_then_age_per_pipeline() {
+    let f = sqlite().await;
+    let s = f.store.as_ref();
+    let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    let b = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    let c = s.create_job(new_job(Pipeline::T2v, 10)).await.unwrap();
+    let d = s.create_job(new_job(Pipeline::I2v, 0)).await.unwrap();
+    assert_eq!(a.state, JobState::Queued);
+    assert!(b.seq > a.seq);
+    assert_eq!(position(s, c.id).await, Some(0));
+    assert_eq!(position(s, a.id).await, Some(1));
+    assert_eq!(position(s, b.id).await, Some(2));
+    assert_eq!(position(s, d.id).await, Some(0));
+    assert_eq!(s.queued_total(), 4);
+
+    let lease = s.claim(&claim_req(&[Pipeline::T2v], 30_000)).await.unwrap().unwrap();
+    assert_eq!(lease.job.id, c.id, "highest priority first");
+    assert_eq!(lease.job.state, JobState::Running);
+    assert_eq!(lease.job.attempt, 1);
+    assert_eq!(position(s, a.id).await, Some(0));
+    assert_eq!(position(s, b.id).await, Some(1));
+    assert_eq!(position(s, c.id).await, None);
+    let next = s.claim(&claim_req(&[Pipeline::T2v], 30_000)).await.unwrap().unwrap();
+    assert_eq!(next.job.id, a.id, "then age");
+}
+
+#[tokio::test]
+async fn cancel_rules() {
+    let f = sqlite().await;
+    let s = f.store.as_ref();
+    let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    let b = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    assert_eq!(s.cancel(a.id, false, "me").await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(
+        s.cancel(a.id, false, "me").await.unwrap(),
+        CancelOutcome::AlreadyCancelled
+    );
+    assert_eq!(position(s, b.id).await, Some(0));
+    let job = s.get_job(a.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(job.cancelled_by.as_deref(), Some("me"));
+    assert!(job.finished_at_ms.is_some());
+
+    let lease = s.claim(&claim_req(&[Pipeline::T2v], 30_000)).await.unwrap().unwrap();
+    assert_eq!(
+        s.cancel(b.id, false, "me").await.unwrap(),
+        CancelOutcome::NotCancellable(JobState::Running)
+    );
+    assert_eq!(s.cancel(b.id, true, "me").await.unwrap(), CancelOutcome::StopRequested);
+    let hb = s.heartbeat(&lease.lease, None, 30_000).await.unwrap();
+    assert!(hb.cancel_requested);
+    s.ack_cancelled(&lease.lease).await.unwrap();
+    assert_eq!(s.get_job(b.id).await.unwrap().unwrap().state, JobState::Cancelled);
+    assert!(matches!(
+        s.cancel(Uuid::new_v4(), false, "me").await,
+        Err(StoreError::NotFound)
+    ));
+    // Finished jobs cannot be cancelled, even by force.
+    let c = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    let lease = s.claim(&claim_req(&[Pipeline::T2v], 30_000)).await.unwrap().unwrap();
+    s.complete(&lease.lease, &result()).await.unwrap();
+    assert_eq!(
+        s.cancel(c.id, true, "me").await.unwrap(),
+        CancelOutcome::NotCancellable(JobState::Completed)
+    );
+}
+
+fn result() -> JobResult {
+    JobResult {
+        blob: "results/x.mp4".into(),
+        bytes: 10,
+        width: 832,
+        height: 480,
+        frames: 81,
+        fps: 16,
+        backend: "preview".into(),
+        run_seconds: 1.5,
+    }
+}
+
+#[tokio::test]
+async fn leases_are_fenced() {
+    let f = sqlite().await;
+    let s = f.store.as_ref();
+    let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    // An already-expired lease, so the reaper takes it back at once.
+    let first = s.claim(&claim_req(&[Pipeline::T2v], -1)).await.unwrap().unwrap();
+    let reaped = s.reap_expired(now_ms()).await.unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped[0].outcome, ReapOutcome::Requeued);
+    let (job, pos) = s.job_status(a.id).await.unwrap().unwrap();
+    assert_eq!((job.state, pos), (JobState::Queued, Some(0)));
+    assert!(job.error.as_deref().unwrap_or("").contains("lease expired"));
+
+    let second = s.claim(&claim_req(&[Pipeline::T2v], 30_000)).await.unwrap().unwrap();
+    assert!(second.lease.token > first.lease.token);
+    assert_eq!(second.job.attempt, 2);
+    // The zombie's calls are refused and change nothing.
+    assert!(matches!(
+        s.heartbeat(&first.lease, None, 30_000).await,
+        Err(StoreError::LeaseLost)
+    ));
+    assert!(matches!(
+        s.complete(&first.lease, &result()).await,
+        Err(StoreError::LeaseLost)
+    ));
+    assert!(matches!(
+        s.fail(&first.lease, "x", false).await,
+        Err(StoreError::LeaseLost)
+    ));
+    assert_eq!(s.get_job(a.id).await.unwrap().unwrap().state, JobState::Running);
+
+    let progress = ProgressUpdate { done: 3, total: 10 };
+    s.heartbeat(&second.lease, Some(progress), 30_000).await.unwrap();
+    assert_eq!(s.get_job(a.id).await.unwrap().unwrap().progress, Some(progress));
+    s.complete(&second.lease, &result()).await.unwrap();
+    let done = s.get_job(a.id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.result, Some(result()));
+    assert!(matches!(
+        s.complete(&second.lease, &result()).await,
+        Err(StoreError::LeaseLost)
+    ));
+}
+
+#[tokio::test]
+async fn retries_then_fails_after_last_attempt() {
+    let f = sqlite().await;
+    let s = f.store.as_ref();
+    let a = s.create_job(new_job(Pipeline::I2v, 0)).await.unwrap();
+    for attempt in 1..=3u32 {
+        let lease = s.claim(&claim_req(&[Pipeline::I2v], 30_000)).await.unwrap().unwrap();
+        assert_eq!(lease.job.attempt, attempt);
+        let outcome = s.fail(&lease.lease, "runner crashed", true).await.unwrap();
+        let expected = if attempt < 3 { FailOutcome::Requeued } else { FailOutcome::Failed };
+        assert_eq!(outcome, expected);
+    }
+    let job = s.get_job(a.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error.as_deref(), Some("runner crashed"));
+    assert!(s.claim(&claim_req(&[Pipeline::I2v], 30_000)).await.unwrap().is_none());
+
+    // A permanent error fails at once.
+    let b = s.create_job(new_job(Pipeline::I2v, 0)).await.unwrap();
+    let lease = s.claim(&claim_req(&[Pipeline::I2v], 30_000)).await.unwrap().unwrap();
+    assert_eq!(s.fail(&lease.lease, "bad image", false).await.unwrap(), FailOutcome::Failed);
+    assert_eq!(s.get_job(b.id).await.unwrap().unwrap().state, JobState::Failed);
+
+    // Reaping after the last attempt fails the job with a clear reason.
+    let c = s.create_job(new_job(Pipeline::I2v, 0)).await.unwrap();
+    for _ in 0..3 {
+        s.claim(&claim_req(&[Pipeline::I2v], -1)).await.unwrap().unwrap();
+        s.reap_expired(now_ms()).await.unwrap();
+    }
+    let job = s.get_job(c.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.error.unwrap().contains("gave up after 3 attempts"));
+}
+
+#[tokio::test]
+async fn loaded_pipeline_is_preferred_until_another_waits_too_long() {
+    let f = sqlite().await;
+    let s = f.store.as_ref();
+    let i2v = s.create_job(new_job(Pipeline::I2v, 0)).await.unwrap();
+    let t2v = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    let mut req = claim_req(&[Pipeline::T2v, Pipeline::I2v], 30_000);
+    req.loaded = Some(Pipeline::T2v);
+    let lease = s.claim(&req).await.unwrap().unwrap();
+    assert_eq!(lease.job.id, t2v.id, "older i2v waits while t2v is loaded");
+
+    let t2v2 = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    req.max_wait_for_switch_ms = -1;
+    let lease = s.claim(&req).await.unwrap().unwrap();
+    assert_eq!(lease.job.id, i2v.id, "a job that waited too long wins");
+    req.loaded = None;
+    let lease = s.claim(&req).await.unwrap().unwrap();
+    assert_eq!(lease.job.id, t2v2.id);
+}
+
+#[tokio::test]
+async fn release_leases_of_a_previous_run() {
+    let f = sqlite().await;
+    let s = f.store.as_ref();
+    let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    let b = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    let mut req = claim_req(&[Pipeline::T2v], 30_000);
+    req.worker_id = "local:old/0".into();
+    s.claim(&req).await.unwrap().unwrap();
+    req.worker_id = "worker:remote".into();
+    s.claim(&req).await.unwrap().unwrap();
+    assert_eq!(s.release_leases_of("local:").await.unwrap(), 1);
+    assert_eq!(position(s, a.id).await, Some(0));
+    assert_eq!(s.get_job(b.id).await.unwrap().unwrap().state, JobState::Running);
+    // LIKE wildcards in the prefix are literal.
+    assert_eq!(s.release_leases_of("worker_").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn concurrent_creates_are_all_committed_in_order() {
+    let f = sqlite().await;
+    let mut handles = Vec::new();
+    for _ in 0..300 {
+        let store = f.store.clone();
+        handles.push(tokio::spawn(async move {
+            store.create_job(new_job(Pipeline::T2v, 0)).await.unwrap()
+        }));
+    }
+    let mut jobs = Vec::new();
+    for h in handles {
+        jobs.push(h.await.unwrap());
+    }
+    jobs.sort_by_key(|j| j.seq);
+    for (i, job) in jobs.iter().enumerate() {
+        assert_eq!(position(f.store.as_ref(), job.id).await, Some(i as u64));
+    }
+    let counts = f.store.job_counts().await.unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0].count, 300);
+    assert_eq!(f.store.list_jobs(Some("owner"), 5).await.unwrap().len(), 5);
+    assert_eq!(f.store.list_jobs(Some("other"), 5).await.unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn state_and_positions_survive_reopen() {
+    let f = sqlite().await;
+    let s = f.store.as_ref();
+    let a = s.create_job(new_job(Pipeline::T2v, 5)).await.unwrap();
+    let b = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    let c = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    s.cancel(b.id, false, "me").await.unwrap();
+    let (key, secret) = s
+        .create_key(NewKey {
+            name: "k".into(),
+            role: Role::Client,
+            max_priority: 3,
+        })
+        .await
+        .unwrap();
+    let reopened = SqliteStore::open(&f.path).await.unwrap();
+    assert_eq!(position(&reopened, a.id).await, Some(0));
+    assert_eq!(position(&reopened, c.id).await, Some(1));
+    assert_eq!(
+        reopened.get_job(b.id).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+    assert_eq!(reopened.find_key_by_secret(&secret).await.unwrap(), Some(key));
+}
+
+#[tokio::test]
+async fn keys_are_found_by_secret_only() {
+    let f = sqlite().await;
+    let s = f.store.as_ref();
+    assert_eq!(s.count_keys().await.unwrap(), 0);
+    let (key, secret) = s
+        .create_key(NewKey {
+            name: "ops".into(),
+            role: Role::Admin,
+            max_priority: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(key.role, Role::Admin);
+    assert_eq!(s.count_keys().await.unwrap(), 1);
+    assert_eq!(s.find_key_by_secret(&secret).await.unwrap(), Some(key));
+    assert_eq!(s.find_key_by_secret("plt_wrong").await.unwrap(), None);
+}
