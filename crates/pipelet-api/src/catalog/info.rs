@@ -1,0 +1,92 @@
+//! [`ModelInfo`]: the public description of a model, for a `/models` endpoint.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DEFAULT_DURATION_S, DEFAULT_I2V_HEIGHT, DEFAULT_T2V_SIZE, FPS, I2V_HEIGHTS, MAX_DURATION_480_S,
+    MAX_DURATION_720_S, ModelSpec, Pipeline, T2V_SIZES,
+};
+
+impl ModelSpec {
+    /// What a `/models` endpoint says about this model.
+    pub fn info(&self) -> ModelInfo {
+        let (sizes, heights, default_width, default_height) = match self.pipeline {
+            Pipeline::T2v => {
+                let sizes = T2V_SIZES
+                    .iter()
+                    .map(|&(width, height)| Size { width, height });
+                let (w, h) = DEFAULT_T2V_SIZE;
+                (Some(sizes.collect()), None, Some(w), h)
+            }
+            Pipeline::I2v => (None, Some(I2V_HEIGHTS.to_vec()), None, DEFAULT_I2V_HEIGHT),
+        };
+        ModelInfo {
+            id: self.id.clone(),
+            pipeline: self.pipeline,
+            title: self.title.clone(),
+            description: self.description.clone(),
+            tier_priority: self.priority,
+            steps: self.steps,
+            hq_steps: self.hq_steps,
+            sizes,
+            heights,
+            max_duration_s: MaxDuration {
+                p480: MAX_DURATION_480_S,
+                p720: MAX_DURATION_720_S,
+            },
+            defaults: ModelDefaults {
+                width: default_width,
+                height: default_height,
+                duration: DEFAULT_DURATION_S,
+                fps: FPS,
+            },
+        }
+    }
+}
+
+/// A `width x height` pair as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Size {
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Longest duration per output class, as `{"480p": 7, "720p": 5}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaxDuration {
+    #[serde(rename = "480p")]
+    pub p480: u32,
+    #[serde(rename = "720p")]
+    pub p720: u32,
+}
+
+/// What a create body gets when it leaves a field out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelDefaults {
+    /// Only for t2v; i2v output width follows the input image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    pub height: u32,
+    pub duration: u32,
+    pub fps: u32,
+}
+
+/// The public description of one model (for a `/models` endpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub id: String,
+    pub pipeline: Pipeline,
+    pub title: String,
+    pub description: String,
+    pub tier_priority: i64,
+    pub steps: u32,
+    pub hq_steps: u32,
+    /// t2v: the allowed output sizes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sizes: Option<Vec<Size>>,
+    /// i2v: the allowed `height` values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heights: Option<Vec<u32>>,
+    pub max_duration_s: MaxDuration,
+    pub defaults: ModelDefaults,
+}

@@ -1,0 +1,17 @@
+//! pipelet's public API, with no I/O: the JSON shapes clients send and receive, the
+//! model catalog, and the validation that turns a create body into a [`JobSpec`].
+//!
+//! Everything a client can get wrong is decided here, so the server's handlers stay thin
+//! and every rule is unit-tested without a server.
+
+pub mod catalog;
+pub mod image_input;
+pub mod spec;
+pub mod wire;
+
+#[cfg(test)]
+mod test_images;
+
+pub use catalog::{Catalog, CatalogError, ModelInfo, ModelSpec, Pipeline};
+pub use image_input::InputImageInfo;
+pub use spec::{InputError, JobSpec, Limits, ValidatedCreate, validate_create};

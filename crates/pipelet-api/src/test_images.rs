@@ -1,0 +1,100 @@
+//! Images made in memory for the tests: real encodes of a gradient, and hand-built
+//! PNG headers that lie about their size.
+
+use std::io::Cursor;
+
+use base64::Engine as _;
+use image::{DynamicImage, ExtendedColorType, ImageEncoder, ImageFormat, RgbImage};
+
+fn gradient(w: u32, h: u32) -> DynamicImage {
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 128])
+    });
+    DynamicImage::ImageRgb8(img)
+}
+
+pub fn encode(w: u32, h: u32, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    gradient(w, h).write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+pub fn png(w: u32, h: u32) -> Vec<u8> {
+    encode(w, h, ImageFormat::Png)
+}
+
+pub fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    encode(w, h, ImageFormat::Jpeg)
+}
+
+pub fn webp(w: u32, h: u32) -> Vec<u8> {
+    encode(w, h, ImageFormat::WebP)
+}
+
+/// A JPEG stored `w`x`h` whose EXIF says "rotate 90° to display" (as phones write).
+pub fn jpeg_rotated_90(w: u32, h: u32) -> Vec<u8> {
+    // Big-endian TIFF header, one IFD entry: Orientation (0x0112), SHORT, 1, value 6.
+    let exif = [
+        b'M', b'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0,
+    ]
+    .to_vec();
+    let mut out = Vec::new();
+    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
+    enc.set_exif_metadata(exif).unwrap();
+    let img = gradient(w, h).to_rgb8();
+    enc.write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
+        .unwrap();
+    out
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// CRC-32 (IEEE), as PNG chunks need; bitwise is plenty for a few bytes.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let start = out.len();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let crc = crc32(&out[start..]);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// A ~60-byte PNG whose valid IHDR claims `w`x`h` RGBA8, followed by a tiny IDAT (an
+/// empty zlib stream) and IEND: the header parses, the pixels are not there.
+pub fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]); // depth 8, RGBA, deflate, filter 0, no interlace
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(
+        &mut out,
+        b"IDAT",
+        &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+#[test]
+fn crc32_matches_the_known_check_value() {
+    assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+}

@@ -1,0 +1,270 @@
+//! The JSON bodies the public queue API sends back: create, status, result and error.
+//!
+//! Field names and presence follow the API contract (and fal's clients, which read
+//! `logs` and follow the URLs), so these types are the single place that shape lives.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::InputError;
+
+mod result;
+
+pub use result::{ResultResponse, VIDEO_CONTENT_TYPE, VideoResult};
+
+/// `POST /queue/{model_id}` → 200.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateResponse {
+    pub request_id: String,
+    pub response_url: String,
+    pub status_url: String,
+    pub cancel_url: String,
+    /// Jobs that will be dispatched before this one (0: next).
+    pub queue_position: u64,
+}
+
+/// The public status of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    InQueue,
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::InQueue,
+        JobStatus::InProgress,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::InQueue => "IN_QUEUE",
+            JobStatus::InProgress => "IN_PROGRESS",
+            JobStatus::Completed => "COMPLETED",
+            JobStatus::Failed => "FAILED",
+            JobStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the request can no longer change.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `statusMessages`: always an object, `{}` while queued. Absent fields are omitted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatusMessages {
+    /// `"PROCESSING"` in progress; a one-word summary in terminal states.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `"Progress: 4/24 Tasks done"` in progress; a sentence in terminal states.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail_message: Option<String>,
+    /// FAILED: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Which attempt is (or was last) running, from 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_time_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inference_time_seconds: Option<f64>,
+    /// RFC 3339 timestamps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// CANCELLED: who asked (a key name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
+    /// The renderer that made the video (`preview` or `wan`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+}
+
+impl StatusMessages {
+    /// In progress: `{"message":"PROCESSING","detail_message":"Progress: 4/24 Tasks done"}`.
+    pub fn processing(done: u32, total: u32) -> Self {
+        StatusMessages {
+            message: Some("PROCESSING".to_owned()),
+            detail_message: Some(format!("Progress: {done}/{total} Tasks done")),
+            ..Default::default()
+        }
+    }
+
+    /// FAILED with the reason a person reads.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        StatusMessages {
+            message: Some("FAILED".to_owned()),
+            detail_message: Some(reason.clone()),
+            error: Some(reason),
+            ..Default::default()
+        }
+    }
+
+    /// CANCELLED by `by` at `at` (RFC 3339).
+    pub fn cancelled(by: impl Into<String>, at: impl Into<String>) -> Self {
+        let (by, at) = (by.into(), at.into());
+        StatusMessages {
+            message: Some("CANCELLED".to_owned()),
+            detail_message: Some(format!("Cancelled by {by} at {at}")),
+            cancelled_by: Some(by),
+            finished_at: Some(at),
+            ..Default::default()
+        }
+    }
+
+    /// COMPLETED, with the timings.
+    pub fn completed(queue_s: f64, inference_s: f64, backend: impl Into<String>) -> Self {
+        StatusMessages {
+            message: Some("COMPLETED".to_owned()),
+            detail_message: Some(format!(
+                "Waited {queue_s:.1} s in the queue, generated in {inference_s:.1} s"
+            )),
+            queue_time_seconds: Some(queue_s),
+            inference_time_seconds: Some(inference_s),
+            backend: Some(backend.into()),
+            ..Default::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == StatusMessages::default()
+    }
+}
+
+/// One log line, in fal's shape (`logs` is null unless asked for with `?logs=1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub message: String,
+    pub level: String,
+    #[serde(default)]
+    pub source: String,
+    /// RFC 3339.
+    pub timestamp: String,
+}
+
+/// `GET .../status` → 200.
+///
+/// Build it with [`StatusResponse::new`] so `queue_position` is present only while
+/// `IN_QUEUE`, as the contract says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub status: JobStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u64>,
+    #[serde(rename = "statusMessages", default)]
+    pub status_messages: StatusMessages,
+    pub response_url: String,
+    pub request_id: String,
+    /// Always present (fal clients read it); `null` unless logs were asked for.
+    #[serde(default)]
+    pub logs: Option<Vec<LogEntry>>,
+    /// Fraction done, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// The whole job's expected time, while in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_total_time_seconds: Option<f64>,
+}
+
+impl StatusResponse {
+    /// A status with no messages; `queue_position` is kept only for `IN_QUEUE`.
+    pub fn new(
+        status: JobStatus,
+        request_id: impl Into<String>,
+        response_url: impl Into<String>,
+        queue_position: Option<u64>,
+    ) -> Self {
+        StatusResponse {
+            status,
+            queue_position: queue_position.filter(|_| status == JobStatus::InQueue),
+            status_messages: StatusMessages::default(),
+            response_url: response_url.into(),
+            request_id: request_id.into(),
+            logs: None,
+            progress: None,
+            estimated_total_time_seconds: None,
+        }
+    }
+
+    pub fn with_messages(mut self, messages: StatusMessages) -> Self {
+        self.status_messages = messages;
+        self
+    }
+
+    /// Sets `progress`, clamped to [0, 1]; a NaN is dropped.
+    pub fn with_progress(mut self, progress: f64) -> Self {
+        self.progress = (!progress.is_nan()).then(|| progress.clamp(0.0, 1.0));
+        self
+    }
+
+    pub fn with_estimate(mut self, total_seconds: f64) -> Self {
+        self.estimated_total_time_seconds = total_seconds.is_finite().then_some(total_seconds);
+        self
+    }
+}
+
+/// Every error body: `{"detail": "..."}`, plus the field at fault or the request's
+/// status when they help.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// For 409 on a result that is not ready: the request's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobStatus>,
+}
+
+impl ErrorBody {
+    pub fn new(detail: impl Into<String>) -> Self {
+        ErrorBody {
+            detail: detail.into(),
+            field: None,
+            status: None,
+        }
+    }
+
+    pub fn with_status(mut self, status: JobStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+}
+
+impl From<InputError> for ErrorBody {
+    fn from(e: InputError) -> Self {
+        ErrorBody {
+            detail: e.detail,
+            field: e.field,
+            status: None,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "wire_tests.rs"]
+mod tests;

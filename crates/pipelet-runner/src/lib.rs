@@ -1,0 +1,84 @@
+//! Runners turn a validated job into an MP4 file. The worker loop only sees the
+//! [`Runner`] trait; `preview` (CPU, in this crate) and `wan` (Python, GPU) implement it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pipelet_api::Pipeline;
+use tokio_util::sync::CancellationToken;
+
+mod mp4;
+pub mod preview;
+
+/// Everything a runner needs to render one job. Sizes are final (already validated and
+/// derived by the API layer): width and height are multiples of 16.
+#[derive(Debug, Clone)]
+pub struct RenderJob {
+    pub job_id: String,
+    pub pipeline: Pipeline,
+    pub prompt: String,
+    pub width: u32,
+    pub height: u32,
+    /// 16·duration+1.
+    pub num_frames: u32,
+    pub fps: u32,
+    /// Denoising steps the real model would run (the preview uses it only as metadata).
+    pub steps: u32,
+    pub seed: u64,
+    /// The encoded input image (JPEG/PNG/WebP) for i2v; `None` for t2v.
+    pub image: Option<Arc<Vec<u8>>>,
+}
+
+/// Progress in "tasks" (frames, denoising steps, encode...): `done` of `total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u32,
+    pub total: u32,
+}
+
+/// Called by a runner whenever a task finishes. Must be cheap and must not block.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// What a runner produced: an MP4 file at `path`.
+#[derive(Debug, Clone)]
+pub struct RenderOutput {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub width: u32,
+    pub height: u32,
+    pub frames: u32,
+    pub fps: u32,
+    /// Which backend made it ("preview", "wan"), recorded in the result metadata.
+    pub backend: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The cancel token fired; no output must be used.
+    #[error("cancelled")]
+    Cancelled,
+    /// The job cannot succeed on any attempt (e.g. an undecodable input image).
+    #[error("{0}")]
+    Permanent(String),
+    /// Something that may succeed on another attempt (I/O, a crashed runner process).
+    #[error("{0}")]
+    Transient(String),
+}
+
+#[async_trait::async_trait]
+pub trait Runner: Send + Sync {
+    /// Short name, e.g. "preview".
+    fn name(&self) -> &'static str;
+    /// Pipelines this runner can serve.
+    fn pipelines(&self) -> Vec<Pipeline>;
+    /// Render `job` into an MP4 at `out` (the file is created or truncated). Reports
+    /// progress through `progress` and stops soon after `cancel` fires, returning
+    /// [`RunnerError::Cancelled`].
+    async fn run(
+        &self,
+        job: &RenderJob,
+        out: &Path,
+        progress: ProgressFn,
+        cancel: CancellationToken,
+    ) -> Result<RenderOutput, RunnerError>;
+}

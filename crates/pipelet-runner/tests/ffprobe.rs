@@ -1,0 +1,148 @@
+//! Checks real preview output with FFmpeg's own tools: H.264 yuv420p, exact size, the
+//! 16·duration+1 frame count at 16 fps, an error-free decode, and `moov` before `mdat`.
+//!
+//! ffprobe/ffmpeg must be on PATH. A missing ffprobe fails the test unless
+//! `PIPELET_SKIP_FFPROBE=1` is set, so CI cannot pass without actually checking.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use common::{i2v, picture, render, t2v, top_level_boxes};
+use image::ImageFormat;
+use pipelet_runner::RenderJob;
+use tokio_util::sync::CancellationToken;
+
+fn tools_available() -> bool {
+    let found = Command::new("ffprobe")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert_eq!(
+            std::env::var("PIPELET_SKIP_FFPROBE").as_deref(),
+            Ok("1"),
+            "ffprobe is not on PATH: install ffmpeg, or set PIPELET_SKIP_FFPROBE=1 to skip this check"
+        );
+        eprintln!("ffprobe not found; skipped because PIPELET_SKIP_FFPROBE=1");
+    }
+    found
+}
+
+/// `ffprobe` stream fields as key → value, decoding every frame to count them.
+fn probe(path: &Path) -> HashMap<String, String> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,pix_fmt,width,height,r_frame_rate,nb_read_frames,nb_frames",
+        ])
+        .args(["-of", "default=noprint_wrappers=1"])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "ffprobe complained: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Decodes the whole file with ffmpeg; any message at level "error" is a failure.
+fn decode_cleanly(path: &Path) {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(out.status.success(), "ffmpeg failed on {}", path.display());
+    assert!(
+        out.stderr.is_empty(),
+        "ffmpeg reported: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn check(job: RenderJob, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(format!("{name}.mp4"));
+    let (result, _) = render(&job, &out, CancellationToken::new()).await;
+    result.unwrap_or_else(|e| panic!("{name}: {e}"));
+
+    let info = probe(&out);
+    let expect = [
+        ("codec_name", "h264".to_string()),
+        ("pix_fmt", "yuv420p".to_string()),
+        ("width", job.width.to_string()),
+        ("height", job.height.to_string()),
+        ("r_frame_rate", "16/1".to_string()),
+        ("nb_frames", job.num_frames.to_string()),
+        ("nb_read_frames", job.num_frames.to_string()),
+    ];
+    for (key, want) in expect {
+        assert_eq!(info.get(key), Some(&want), "{name}: {key} (all: {info:?})");
+    }
+    decode_cleanly(&out);
+    let file = std::fs::read(&out).unwrap();
+    assert_eq!(
+        top_level_boxes(&file),
+        ["ftyp", "moov", "mdat"],
+        "{name}: not fast-start"
+    );
+}
+
+#[tokio::test]
+async fn t2v_5s_and_7s_at_832x480() {
+    if !tools_available() {
+        return;
+    }
+    check(
+        t2v("a paper boat on a rainy street", 11, 832, 480, 81),
+        "t2v-5s",
+    )
+    .await;
+    check(
+        t2v("a paper boat on a rainy street", 11, 832, 480, 113),
+        "t2v-7s",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn t2v_720p_and_portrait() {
+    if !tools_available() {
+        return;
+    }
+    check(t2v("northern lights", 5, 1280, 720, 81), "t2v-720p").await;
+    check(t2v("a tall waterfall", 5, 480, 832, 81), "t2v-portrait").await;
+}
+
+#[tokio::test]
+async fn i2v_landscape_and_selfie() {
+    if !tools_available() {
+        return;
+    }
+    check(
+        i2v(picture(1024, 768, ImageFormat::Jpeg), 640, 480, 113),
+        "i2v-4x3-7s",
+    )
+    .await;
+    check(
+        i2v(picture(720, 1280, ImageFormat::Png), 272, 480, 81),
+        "i2v-9x16-5s",
+    )
+    .await;
+}
