@@ -71,7 +71,12 @@ impl Blobs {
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        Ok(self.store.get(&ObjectPath::from(key)).await?.bytes().await?)
+        Ok(self
+            .store
+            .get(&ObjectPath::from(key))
+            .await?
+            .bytes()
+            .await?)
     }
 
     /// The blob's size and a stream of its bytes.
@@ -102,13 +107,24 @@ mod tests {
     async fn round_trips_bytes_and_files() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = Blobs::local(&dir.path().join("blobs")).unwrap();
-        blobs.put("inputs/a", Bytes::from_static(b"hello")).await.unwrap();
-        assert_eq!(blobs.get("inputs/a").await.unwrap(), Bytes::from_static(b"hello"));
+        blobs
+            .put("inputs/a", Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        assert_eq!(
+            blobs.get("inputs/a").await.unwrap(),
+            Bytes::from_static(b"hello")
+        );
 
         let file = dir.path().join("big.bin");
-        let data: Vec<u8> = (0..3 * UPLOAD_CHUNK + 17).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..3 * UPLOAD_CHUNK + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
         std::fs::write(&file, &data).unwrap();
-        assert_eq!(blobs.put_file("results/x.mp4", &file).await.unwrap(), data.len() as u64);
+        assert_eq!(
+            blobs.put_file("results/x.mp4", &file).await.unwrap(),
+            data.len() as u64
+        );
         let (size, stream) = blobs.stream("results/x.mp4").await.unwrap();
         assert_eq!(size, data.len() as u64);
         let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();

@@ -75,7 +75,10 @@ impl QueueIndex {
         let level = levels.get(&priority)?;
         let within = level.binary_search(&seq).ok()?;
         let ahead: usize = levels
-            .range((std::ops::Bound::Excluded(priority), std::ops::Bound::Unbounded))
+            .range((
+                std::ops::Bound::Excluded(priority),
+                std::ops::Bound::Unbounded,
+            ))
             .map(|(_, l)| l.len())
             .sum();
         Some((ahead + within) as u64)

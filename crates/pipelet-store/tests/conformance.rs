@@ -69,14 +69,22 @@ async fn positions_follow_priority_then_age_per_pipeline() {
     assert_eq!(position(s, d.id).await, Some(0));
     assert_eq!(s.queued_total(), 4);
 
-    let lease = s.claim(&claim_req(&[Pipeline::T2v], 30_000)).await.unwrap().unwrap();
+    let lease = s
+        .claim(&claim_req(&[Pipeline::T2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(lease.job.id, c.id, "highest priority first");
     assert_eq!(lease.job.state, JobState::Running);
     assert_eq!(lease.job.attempt, 1);
     assert_eq!(position(s, a.id).await, Some(0));
     assert_eq!(position(s, b.id).await, Some(1));
     assert_eq!(position(s, c.id).await, None);
-    let next = s.claim(&claim_req(&[Pipeline::T2v], 30_000)).await.unwrap().unwrap();
+    let next = s
+        .claim(&claim_req(&[Pipeline::T2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(next.job.id, a.id, "then age");
 }
 
@@ -86,7 +94,10 @@ async fn cancel_rules() {
     let s = f.store.as_ref();
     let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
     let b = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
-    assert_eq!(s.cancel(a.id, false, "me").await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(
+        s.cancel(a.id, false, "me").await.unwrap(),
+        CancelOutcome::Cancelled
+    );
     assert_eq!(
         s.cancel(a.id, false, "me").await.unwrap(),
         CancelOutcome::AlreadyCancelled
@@ -97,23 +108,37 @@ async fn cancel_rules() {
     assert_eq!(job.cancelled_by.as_deref(), Some("me"));
     assert!(job.finished_at_ms.is_some());
 
-    let lease = s.claim(&claim_req(&[Pipeline::T2v], 30_000)).await.unwrap().unwrap();
+    let lease = s
+        .claim(&claim_req(&[Pipeline::T2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         s.cancel(b.id, false, "me").await.unwrap(),
         CancelOutcome::NotCancellable(JobState::Running)
     );
-    assert_eq!(s.cancel(b.id, true, "me").await.unwrap(), CancelOutcome::StopRequested);
+    assert_eq!(
+        s.cancel(b.id, true, "me").await.unwrap(),
+        CancelOutcome::StopRequested
+    );
     let hb = s.heartbeat(&lease.lease, None, 30_000).await.unwrap();
     assert!(hb.cancel_requested);
     s.ack_cancelled(&lease.lease).await.unwrap();
-    assert_eq!(s.get_job(b.id).await.unwrap().unwrap().state, JobState::Cancelled);
+    assert_eq!(
+        s.get_job(b.id).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
     assert!(matches!(
         s.cancel(Uuid::new_v4(), false, "me").await,
         Err(StoreError::NotFound)
     ));
     // Finished jobs cannot be cancelled, even by force.
     let c = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
-    let lease = s.claim(&claim_req(&[Pipeline::T2v], 30_000)).await.unwrap().unwrap();
+    let lease = s
+        .claim(&claim_req(&[Pipeline::T2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
     s.complete(&lease.lease, &result()).await.unwrap();
     assert_eq!(
         s.cancel(c.id, true, "me").await.unwrap(),
@@ -140,7 +165,11 @@ async fn leases_are_fenced() {
     let s = f.store.as_ref();
     let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
     // An already-expired lease, so the reaper takes it back at once.
-    let first = s.claim(&claim_req(&[Pipeline::T2v], -1)).await.unwrap().unwrap();
+    let first = s
+        .claim(&claim_req(&[Pipeline::T2v], -1))
+        .await
+        .unwrap()
+        .unwrap();
     let reaped = s.reap_expired(now_ms()).await.unwrap();
     assert_eq!(reaped.len(), 1);
     assert_eq!(reaped[0].outcome, ReapOutcome::Requeued);
@@ -148,7 +177,11 @@ async fn leases_are_fenced() {
     assert_eq!((job.state, pos), (JobState::Queued, Some(0)));
     assert!(job.error.as_deref().unwrap_or("").contains("lease expired"));
 
-    let second = s.claim(&claim_req(&[Pipeline::T2v], 30_000)).await.unwrap().unwrap();
+    let second = s
+        .claim(&claim_req(&[Pipeline::T2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(second.lease.token > first.lease.token);
     assert_eq!(second.job.attempt, 2);
     // The zombie's calls are refused and change nothing.
@@ -164,11 +197,19 @@ async fn leases_are_fenced() {
         s.fail(&first.lease, "x", false).await,
         Err(StoreError::LeaseLost)
     ));
-    assert_eq!(s.get_job(a.id).await.unwrap().unwrap().state, JobState::Running);
+    assert_eq!(
+        s.get_job(a.id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
 
     let progress = ProgressUpdate { done: 3, total: 10 };
-    s.heartbeat(&second.lease, Some(progress), 30_000).await.unwrap();
-    assert_eq!(s.get_job(a.id).await.unwrap().unwrap().progress, Some(progress));
+    s.heartbeat(&second.lease, Some(progress), 30_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_job(a.id).await.unwrap().unwrap().progress,
+        Some(progress)
+    );
     s.complete(&second.lease, &result()).await.unwrap();
     let done = s.get_job(a.id).await.unwrap().unwrap();
     assert_eq!(done.state, JobState::Completed);
@@ -185,27 +226,53 @@ async fn retries_then_fails_after_last_attempt() {
     let s = f.store.as_ref();
     let a = s.create_job(new_job(Pipeline::I2v, 0)).await.unwrap();
     for attempt in 1..=3u32 {
-        let lease = s.claim(&claim_req(&[Pipeline::I2v], 30_000)).await.unwrap().unwrap();
+        let lease = s
+            .claim(&claim_req(&[Pipeline::I2v], 30_000))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(lease.job.attempt, attempt);
         let outcome = s.fail(&lease.lease, "runner crashed", true).await.unwrap();
-        let expected = if attempt < 3 { FailOutcome::Requeued } else { FailOutcome::Failed };
+        let expected = if attempt < 3 {
+            FailOutcome::Requeued
+        } else {
+            FailOutcome::Failed
+        };
         assert_eq!(outcome, expected);
     }
     let job = s.get_job(a.id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Failed);
     assert_eq!(job.error.as_deref(), Some("runner crashed"));
-    assert!(s.claim(&claim_req(&[Pipeline::I2v], 30_000)).await.unwrap().is_none());
+    assert!(
+        s.claim(&claim_req(&[Pipeline::I2v], 30_000))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // A permanent error fails at once.
     let b = s.create_job(new_job(Pipeline::I2v, 0)).await.unwrap();
-    let lease = s.claim(&claim_req(&[Pipeline::I2v], 30_000)).await.unwrap().unwrap();
-    assert_eq!(s.fail(&lease.lease, "bad image", false).await.unwrap(), FailOutcome::Failed);
-    assert_eq!(s.get_job(b.id).await.unwrap().unwrap().state, JobState::Failed);
+    let lease = s
+        .claim(&claim_req(&[Pipeline::I2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.fail(&lease.lease, "bad image", false).await.unwrap(),
+        FailOutcome::Failed
+    );
+    assert_eq!(
+        s.get_job(b.id).await.unwrap().unwrap().state,
+        JobState::Failed
+    );
 
     // Reaping after the last attempt fails the job with a clear reason.
     let c = s.create_job(new_job(Pipeline::I2v, 0)).await.unwrap();
     for _ in 0..3 {
-        s.claim(&claim_req(&[Pipeline::I2v], -1)).await.unwrap().unwrap();
+        s.claim(&claim_req(&[Pipeline::I2v], -1))
+            .await
+            .unwrap()
+            .unwrap();
         s.reap_expired(now_ms()).await.unwrap();
     }
     let job = s.get_job(c.id).await.unwrap().unwrap();
@@ -246,7 +313,10 @@ async fn release_leases_of_a_previous_run() {
     s.claim(&req).await.unwrap().unwrap();
     assert_eq!(s.release_leases_of("local:").await.unwrap(), 1);
     assert_eq!(position(s, a.id).await, Some(0));
-    assert_eq!(s.get_job(b.id).await.unwrap().unwrap().state, JobState::Running);
+    assert_eq!(
+        s.get_job(b.id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
     // LIKE wildcards in the prefix are literal.
     assert_eq!(s.release_leases_of("worker_").await.unwrap(), 0);
 }
@@ -299,7 +369,10 @@ async fn state_and_positions_survive_reopen() {
         reopened.get_job(b.id).await.unwrap().unwrap().state,
         JobState::Cancelled
     );
-    assert_eq!(reopened.find_key_by_secret(&secret).await.unwrap(), Some(key));
+    assert_eq!(
+        reopened.find_key_by_secret(&secret).await.unwrap(),
+        Some(key)
+    );
 }
 
 #[tokio::test]

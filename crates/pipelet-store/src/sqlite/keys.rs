@@ -17,7 +17,10 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord> {
     })
 }
 
-pub(super) async fn create(conn: &mut SqliteConnection, key: NewKey) -> Result<(KeyRecord, String)> {
+pub(super) async fn create(
+    conn: &mut SqliteConnection,
+    key: NewKey,
+) -> Result<(KeyRecord, String)> {
     let secret = generate_secret();
     let row = sqlx::query(
         "INSERT INTO api_keys (id, name, role, secret_sha256, max_priority, created_at) \

@@ -54,7 +54,9 @@ impl SqliteStore {
             .foreign_keys(true)
             .disable_statement_logging();
         let mut writer = options.connect().await?;
-        sqlx::migrate!("./migrations/sqlite").run(&mut writer).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut writer)
+            .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .connect_with(options)

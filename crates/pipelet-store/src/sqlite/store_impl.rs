@@ -96,7 +96,15 @@ impl Store for SqliteStore {
 
     async fn fail(&self, lease: &LeaseRef, error: &str, retryable: bool) -> Result<FailOutcome> {
         let mut conn = self.writer.lock().await;
-        jobs::fail(&mut conn, &self.index, &self.available, lease, error, retryable).await
+        jobs::fail(
+            &mut conn,
+            &self.index,
+            &self.available,
+            lease,
+            error,
+            retryable,
+        )
+        .await
     }
 
     async fn ack_cancelled(&self, lease: &LeaseRef) -> Result<()> {
@@ -121,7 +129,10 @@ impl Store for SqliteStore {
         let mut conn = self.writer.lock().await;
         let pattern = format!(
             "{}%",
-            owner_prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+            owner_prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
         );
         let released = jobs::end_stranded(
             &mut conn,

@@ -1,0 +1,255 @@
+//! Application lifecycle: [`Application::build`] opens the store and blobs, binds the
+//! listener and starts the in-process workers and the reaper; [`Application::port`]
+//! tells tests where it listens; [`Application::run_until_stopped`] serves until the
+//! shutdown future resolves, then stops taking work and drains.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pipelet_api::Pipeline;
+use pipelet_runner::preview::PreviewRunner;
+use pipelet_store::blob::Blobs;
+use pipelet_store::sqlite::SqliteStore;
+use pipelet_store::{NewKey, Role, Store, now_ms};
+use pipelet_worker::{LocalSource, Worker, WorkerConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::KeyCache;
+use crate::config::Config;
+use crate::state::AppState;
+
+/// Lease-holder prefix of in-process workers: none can outlive the process.
+const LOCAL_WORKER_PREFIX: &str = "local:";
+/// Input images decoded at once (each may need up to ~320 MB at the default limits).
+const MAX_CONCURRENT_IMAGE_DECODES: usize = 4;
+/// How often the reaper looks for expired leases, at most.
+const MAX_REAP_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    admin_key: Option<String>,
+    _lock: File,
+}
+
+/// Takes an exclusive lock on the data dir: two servers on one SQLite file would each
+/// believe their in-process leases are the only ones.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("pipelet.lock");
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another pipelet server is already using {}; stop it or pick another --data-dir",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// Writes the first admin key to `<data-dir>/admin.key`, readable by the owner only.
+fn write_admin_key(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{secret}")?;
+    file.sync_all()?;
+    Ok(())
+}
+
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("pipelet.db")
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        let lock = lock_data_dir(&config.data_dir)?;
+        let store = SqliteStore::open(&database_path(&config.data_dir))
+            .await
+            .context("cannot open the database")?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let blobs = Blobs::local(&config.data_dir.join("blobs"))?;
+
+        let admin_key = if store.count_keys().await? == 0 {
+            let (_, secret) = store
+                .create_key(NewKey {
+                    name: "admin".into(),
+                    role: Role::Admin,
+                    max_priority: 1000,
+                })
+                .await?;
+            write_admin_key(&config.data_dir.join("admin.key"), &secret)?;
+            Some(secret)
+        } else {
+            None
+        };
+
+        // In-process workers of a previous run died with it; their jobs go back now
+        // rather than after a lease expiry.
+        let released = store.release_leases_of(LOCAL_WORKER_PREFIX).await?;
+        if released > 0 {
+            tracing::warn!(released, "re-queued jobs left running by a previous run");
+        }
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let state = AppState {
+            store,
+            blobs,
+            config: Arc::new(config),
+            keys: Arc::new(KeyCache::default()),
+            image_decodes: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_IMAGE_DECODES)),
+        };
+        Ok(Application {
+            listener,
+            state,
+            admin_key,
+            _lock: lock,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The admin key created on this start (only on the first start of a data dir).
+    pub fn admin_key(&self) -> Option<&str> {
+        self.admin_key.as_deref()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        // The data-dir lock is held until the very end.
+        let Application {
+            listener,
+            state,
+            _lock: lock,
+            ..
+        } = self;
+        let config = state.config.clone();
+        let stop = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let mut background = JoinSet::new();
+        spawn_workers(&state, &stop, &abort, &mut background)?;
+        background.spawn(reaper(state.store.clone(), config.lease, stop.clone()));
+
+        let app = crate::router::router(state);
+        tracing::info!(addr = %listener.local_addr()?, workers = config.workers, "pipelet is serving");
+        let stopping = stop.clone();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new jobs; finishing the ones running");
+            stopping.cancel();
+        })
+        .await?;
+
+        stop.cancel();
+        let grace = config.shutdown_grace;
+        if tokio::time::timeout(grace, async {
+            while background.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "jobs still running after the grace period; handing them back"
+            );
+            abort.cancel();
+            while background.join_next().await.is_some() {}
+        }
+        tracing::info!("stopped");
+        drop(lock);
+        Ok(())
+    }
+}
+
+fn spawn_workers(
+    state: &AppState,
+    stop: &CancellationToken,
+    abort: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let config = &state.config;
+    if config.workers == 0 {
+        return Ok(());
+    }
+    let scratch = config.data_dir.join("tmp");
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    let instance = uuid::Uuid::new_v4().simple().to_string();
+    let source = Arc::new(LocalSource::new(
+        state.store.clone(),
+        state.blobs.clone(),
+        config.lease,
+    ));
+    let runner = Arc::new(PreviewRunner::new());
+    for n in 0..config.workers {
+        let worker = Worker::new(
+            source.clone(),
+            runner.clone(),
+            WorkerConfig {
+                worker_id: format!("{LOCAL_WORKER_PREFIX}{}/{n}", &instance[..12]),
+                pipelines: Pipeline::ALL.to_vec(),
+                lease: config.lease,
+                heartbeat: config.heartbeat,
+                progress_interval: Duration::from_millis(250),
+                max_wait_for_switch: config.max_wait_for_switch,
+                poll_wait: Duration::from_secs(30),
+                scratch_dir: scratch.clone(),
+            },
+        );
+        tasks.spawn(worker.run(stop.clone(), abort.clone()));
+    }
+    Ok(())
+}
+
+/// Re-queues jobs whose workers stopped heartbeating. One per server; with SQLite there
+/// is exactly one server per data dir.
+async fn reaper(store: Arc<dyn Store>, lease: Duration, stop: CancellationToken) {
+    let interval = (lease / 4).clamp(Duration::from_millis(50), MAX_REAP_INTERVAL);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return,
+        }
+        match store.reap_expired(now_ms()).await {
+            Ok(reaped) => {
+                for job in reaped {
+                    tracing::warn!(id = %job.id, model = %job.model_id, outcome = ?job.outcome, "lease expired");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reaper failed"),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! `pipelet serve`'s configuration: flags with environment fallbacks, parsed by clap and
+//! checked once by [`ServeArgs::validate`] into a [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pipelet_api::{Catalog, Limits};
+
+/// Default request body bound (the base64 of a large input image fits well within it).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
+/// Queued jobs beyond which creates get 429.
+pub const DEFAULT_MAX_QUEUED: u64 = 100_000;
+pub const DEFAULT_LEASE_SECS: u64 = 30;
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 5;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub const DEFAULT_MAX_WAIT_FOR_SWITCH_SECS: u64 = 120;
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PIPELET_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the embedded database, blobs and admin key live.
+    #[arg(long, env = "PIPELET_DATA_DIR", default_value = "./pipelet-data")]
+    pub data_dir: PathBuf,
+    /// In-process preview workers; 0 runs a pure API server whose jobs stay queued.
+    #[arg(long, env = "PIPELET_WORKERS", default_value_t = 1)]
+    pub workers: u32,
+    /// Base URL used in response URLs (e.g. https://video.example.com); by default
+    /// they are built from the request's Host header.
+    #[arg(long, env = "PIPELET_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Largest request body accepted, in bytes (bigger gets 413).
+    #[arg(long, env = "PIPELET_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Largest prompt accepted, in characters.
+    #[arg(long, env = "PIPELET_MAX_PROMPT_CHARS", default_value_t = Limits::default().max_prompt_chars)]
+    pub max_prompt_chars: usize,
+    /// Most jobs waiting at once; creates beyond it get 429.
+    #[arg(long, env = "PIPELET_MAX_QUEUED", default_value_t = DEFAULT_MAX_QUEUED)]
+    pub max_queued: u64,
+    /// Seconds a worker's lease lasts without a heartbeat.
+    #[arg(long, env = "PIPELET_LEASE_SECS", default_value_t = DEFAULT_LEASE_SECS)]
+    pub lease_secs: u64,
+    /// Seconds between worker heartbeats (must be well under the lease).
+    #[arg(long, env = "PIPELET_HEARTBEAT_SECS", default_value_t = DEFAULT_HEARTBEAT_SECS)]
+    pub heartbeat_secs: u64,
+    /// Attempts per job before it fails (a lost worker costs one attempt).
+    #[arg(long, env = "PIPELET_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS)]
+    pub max_attempts: u32,
+    /// Seconds a job of another pipeline may wait before a worker switches models.
+    #[arg(long, env = "PIPELET_MAX_WAIT_FOR_SWITCH_SECS", default_value_t = DEFAULT_MAX_WAIT_FOR_SWITCH_SECS)]
+    pub max_wait_for_switch_secs: u64,
+    /// Seconds a running job may take to finish on shutdown before it is re-queued.
+    #[arg(long, env = "PIPELET_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
+    pub shutdown_grace_secs: u64,
+    /// A JSON model catalog replacing the built-in one.
+    #[arg(long, env = "PIPELET_CATALOG")]
+    pub catalog: Option<PathBuf>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub workers: u32,
+    pub public_url: Option<String>,
+    pub max_body_bytes: usize,
+    pub limits: Limits,
+    pub max_queued: u64,
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    pub max_attempts: u32,
+    pub max_wait_for_switch: Duration,
+    pub shutdown_grace: Duration,
+    pub catalog: Catalog,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl ServeArgs {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let bad = |s: String| Err(ConfigError(s));
+        if self.heartbeat_secs == 0 || self.heartbeat_secs * 2 > self.lease_secs {
+            return bad(format!(
+                "--heartbeat-secs ({}) must be at least 1 and at most half of --lease-secs ({})",
+                self.heartbeat_secs, self.lease_secs
+            ));
+        }
+        if self.max_attempts == 0 {
+            return bad("--max-attempts must be at least 1".into());
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("--max-body-bytes must be at least 1024".into());
+        }
+        if self.max_prompt_chars == 0 {
+            return bad("--max-prompt-chars must be at least 1".into());
+        }
+        let public_url = match self.public_url {
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return bad(format!(
+                    "--public-url {url:?} must start with http:// or https://"
+                ));
+            }
+            other => other.map(|u| u.trim_end_matches('/').to_string()),
+        };
+        let catalog = match &self.catalog {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("cannot read --catalog {}: {e}", path.display()))
+                })?;
+                Catalog::from_json(&text)
+                    .map_err(|e| ConfigError(format!("--catalog {}: {e}", path.display())))?
+            }
+            None => Catalog::default(),
+        };
+        let limits = Limits {
+            max_prompt_chars: self.max_prompt_chars,
+            ..Limits::default()
+        };
+        Ok(Config {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            workers: self.workers,
+            public_url,
+            max_body_bytes: self.max_body_bytes,
+            limits,
+            max_queued: self.max_queued,
+            lease: Duration::from_secs(self.lease_secs),
+            heartbeat: Duration::from_secs(self.heartbeat_secs),
+            max_attempts: self.max_attempts,
+            max_wait_for_switch: Duration::from_secs(self.max_wait_for_switch_secs),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            catalog,
+        })
+    }
+}
+
+impl Config {
+    /// Built-in defaults (ignoring the environment) with the server on a free loopback
+    /// port and its data in `data_dir`: what tests and embedders start from.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            workers: 1,
+            public_url: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            limits: Limits::default(),
+            max_queued: DEFAULT_MAX_QUEUED,
+            lease: Duration::from_secs(DEFAULT_LEASE_SECS),
+            heartbeat: Duration::from_secs(DEFAULT_HEARTBEAT_SECS),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_wait_for_switch: Duration::from_secs(DEFAULT_MAX_WAIT_FOR_SWITCH_SECS),
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
+            catalog: Catalog::default(),
+        }
+    }
+}

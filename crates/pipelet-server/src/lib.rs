@@ -1,0 +1,16 @@
+//! pipelet's HTTP server: the public queue API over the store, auth by bearer keys,
+//! and the in-process workers of `pipelet serve`.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+mod result_body;
+mod router;
+mod routes;
+pub mod state;
+mod status_view;
+mod urls;
+
+pub use app::Application;
+pub use config::{Config, ServeArgs};

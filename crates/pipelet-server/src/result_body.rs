@@ -1,0 +1,108 @@
+//! The result body, streamed: `{"video": {"data_uri": "<base64 of the MP4>", ...}}` is
+//! written chunk by chunk from the blob store, so a large video is never held whole in
+//! memory (nor its base64, which is a third bigger).
+
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures::{StreamExt, stream};
+use pipelet_api::wire::{ResultResponse, VIDEO_CONTENT_TYPE, VideoResult};
+use pipelet_store::blob::Blobs;
+use pipelet_store::{JobRecord, JobResult};
+
+use crate::error::ApiError;
+
+/// Encodes a byte stream as base64 without padding in the middle: each chunk is cut to
+/// a multiple of 3 bytes and the remainder carried into the next.
+fn base64_stream(
+    input: impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let carry = Vec::<u8>::new();
+    stream::unfold(
+        (Box::pin(input), carry, false),
+        |(mut input, mut carry, done)| async move {
+            if done {
+                return None;
+            }
+            match input.next().await {
+                Some(Ok(chunk)) => {
+                    carry.extend_from_slice(&chunk);
+                    let whole = carry.len() - carry.len() % 3;
+                    let encoded = STANDARD.encode(&carry[..whole]);
+                    carry.drain(..whole);
+                    Some((Ok(Bytes::from(encoded)), (input, carry, false)))
+                }
+                Some(Err(e)) => Some((Err(e), (input, carry, true))),
+                None => {
+                    let encoded = STANDARD.encode(&carry);
+                    Some((Ok(Bytes::from(encoded)), (input, Vec::new(), true)))
+                }
+            }
+        },
+    )
+    .filter(|chunk| futures::future::ready(!matches!(chunk, Ok(b) if b.is_empty())))
+}
+
+pub async fn stream(
+    blobs: &Blobs,
+    job: &JobRecord,
+    result: &JobResult,
+) -> Result<Response, ApiError> {
+    let (size, bytes) = blobs.stream(&result.blob).await.map_err(|e| {
+        ApiError::Internal(format!(
+            "result {} of job {} is unreadable: {e}",
+            result.blob, job.id
+        ))
+    })?;
+    let shell = ResultResponse {
+        video: VideoResult {
+            data_uri: String::new(),
+            content_type: VIDEO_CONTENT_TYPE.into(),
+            file_name: format!("{}.mp4", job.id),
+            file_size: size,
+            width: result.width,
+            height: result.height,
+            fps: result.fps,
+            num_frames: result.frames,
+            duration: f64::from(result.frames) / f64::from(result.fps.max(1)),
+            backend: result.backend.clone(),
+        },
+    };
+    let (prefix, suffix) = shell.stream_parts();
+    let body = stream::once(async move { Ok(Bytes::from(prefix)) })
+        .chain(base64_stream(bytes))
+        .chain(stream::once(async move { Ok(Bytes::from(suffix)) }));
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    #[tokio::test]
+    async fn base64_stream_matches_one_shot_encoding() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+        for split in [1, 2, 3, 4, 5, 7, 64, 999, 1000] {
+            let chunks: Vec<std::io::Result<Bytes>> = data
+                .chunks(split)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let out: Vec<Bytes> = base64_stream(stream::iter(chunks))
+                .try_collect()
+                .await
+                .unwrap();
+            assert_eq!(
+                out.concat(),
+                STANDARD.encode(&data).into_bytes(),
+                "split {split}"
+            );
+        }
+    }
+}

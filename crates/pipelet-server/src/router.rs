@@ -1,0 +1,74 @@
+//! The router: which path goes to which handler, and the layers every request passes:
+//! a request id (propagated to the response and put in the trace span), tracing, the
+//! body limit, and a panic guard that still answers JSON.
+
+use std::any::Any;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::routes::{health, queue};
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
+    ApiError::Internal("a handler panicked".into()).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound(
+        "no such endpoint; the API is POST /queue/{model_id}, GET .../requests/{id}/status, \
+         PUT .../requests/{id}/cancel and GET .../requests/{id}"
+            .into(),
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(serde_json::json!({
+            "detail": "method not allowed here: create is POST, status and result are GET, cancel is PUT"
+        })),
+    )
+        .into_response()
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    let api = Router::new()
+        .route("/queue/{model_id}", post(queue::create))
+        .route("/queue/{model_id}/requests/{id}", get(queue::result))
+        .route("/queue/{model_id}/requests/{id}/status", get(queue::status))
+        .route("/queue/{model_id}/requests/{id}/cancel", put(queue::cancel))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state);
+    api.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                }),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(CatchPanicLayer::custom(panic_response)),
+    )
+}

@@ -1,0 +1,272 @@
+//! The public queue API: create, status, cancel, result. Handlers are thin: auth and
+//! URL extraction, then the store and the validation in `pipelet-api`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use pipelet_api::wire::CreateResponse;
+use pipelet_api::{ModelSpec, Pipeline, ValidatedCreate, validate_create};
+use pipelet_store::blob::Blobs;
+use pipelet_store::{CancelOutcome, JobRecord, NewJob, now_ms};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::result_body;
+use crate::state::AppState;
+use crate::status_view::{self, wire_status};
+use crate::urls::BaseUrl;
+
+/// The lowest request `priority` anyone may ask for (deprioritising is always allowed).
+const MIN_REQUEST_PRIORITY: i64 = -1000;
+
+fn model<'a>(state: &'a AppState, model_id: &str) -> Result<&'a ModelSpec, ApiError> {
+    state.config.catalog.get(model_id).ok_or_else(|| {
+        let known: Vec<&str> = state
+            .config
+            .catalog
+            .models
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect();
+        ApiError::NotFound(format!(
+            "unknown model '{model_id}'; available models: {}",
+            known.join(", ")
+        ))
+    })
+}
+
+fn parse_body(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!(
+                "request body is larger than the limit of {limit} bytes; send a smaller image"
+            ))
+        } else {
+            ApiError::BadRequest(format!("cannot read the request body: {rejection}"))
+        }
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(
+            "request body is empty: send a JSON object such as {\"prompt\": \"a cat surfing\"}"
+                .into(),
+        ));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))
+}
+
+/// Validates a create body. Image decoding is CPU-heavy and can take hundreds of MB, so
+/// it runs off the async threads and only a few at a time.
+async fn validate(
+    state: &AppState,
+    model: &ModelSpec,
+    body: serde_json::Value,
+) -> Result<ValidatedCreate, ApiError> {
+    if model.pipeline == Pipeline::T2v {
+        return validate_create(model, &body, &state.config.limits).map_err(ApiError::Invalid);
+    }
+    let _permit = state
+        .image_decodes
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
+    let (model, limits) = (model.clone(), state.config.limits);
+    tokio::task::spawn_blocking(move || validate_create(&model, &body, &limits))
+        .await
+        .map_err(|e| ApiError::Internal(format!("image validation task failed: {e}")))?
+        .map_err(ApiError::Invalid)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    base: BaseUrl,
+    Path(model_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CreateResponse>, ApiError> {
+    principal.require_client()?;
+    let model = model(&state, &model_id)?;
+    let body = parse_body(body, state.config.max_body_bytes)?;
+    let validated = validate(&state, model, body).await?;
+    if state.store.queued_total() >= state.config.max_queued {
+        return Err(ApiError::TooManyRequests {
+            detail: format!(
+                "the queue is full ({} jobs waiting); try again later",
+                state.config.max_queued
+            ),
+            retry_after_secs: 30,
+        });
+    }
+
+    let id = Uuid::new_v4();
+    let input_blob = match validated.image {
+        Some(image) => {
+            let key = Blobs::input_key(id);
+            state.blobs.put(&key, Bytes::from(image)).await?;
+            Some(key)
+        }
+        None => None,
+    };
+    let requested = validated.spec.requested_priority.clamp(
+        MIN_REQUEST_PRIORITY,
+        principal.key.max_priority.max(MIN_REQUEST_PRIORITY),
+    );
+    let spec = serde_json::to_value(&validated.spec)
+        .map_err(|e| ApiError::Internal(format!("cannot serialize job spec: {e}")))?;
+    let new_job = NewJob {
+        id,
+        model_id: model.id.clone(),
+        pipeline: model.pipeline,
+        owner_key_id: principal.key.id.clone(),
+        priority: model.priority + requested,
+        spec,
+        input_blob: input_blob.clone(),
+        max_attempts: state.config.max_attempts,
+        webhook_url: None,
+    };
+    let job = match state.store.create_job(new_job).await {
+        Ok(job) => job,
+        Err(e) => {
+            // No job points at the image, so it must not linger.
+            if let Some(key) = input_blob {
+                let _ = state.blobs.delete(&key).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let position = state
+        .store
+        .job_status(job.id)
+        .await?
+        .and_then(|(_, p)| p)
+        .unwrap_or(0);
+    tracing::info!(id = %job.id, model = %job.model_id, priority = job.priority, position, "request queued");
+    Ok(Json(CreateResponse {
+        request_id: id.to_string(),
+        response_url: base.request(&model.id, id),
+        status_url: base.status(&model.id, id),
+        cancel_url: base.cancel(&model.id, id),
+        queue_position: position,
+    }))
+}
+
+/// Loads a job the caller may see under this model, or 404 (never 403: ids leak nothing).
+async fn visible_job(
+    state: &AppState,
+    principal: &Principal,
+    model_id: &str,
+    id: &str,
+) -> Result<(JobRecord, Option<u64>), ApiError> {
+    principal.require_client()?;
+    let id = Uuid::parse_str(id).map_err(|_| ApiError::request_not_found())?;
+    match state.store.job_status(id).await? {
+        Some((job, pos)) if job.model_id == model_id && principal.can_see(&job.owner_key_id) => {
+            Ok((job, pos))
+        }
+        _ => Err(ApiError::request_not_found()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StatusQuery {
+    #[serde(default)]
+    logs: Option<String>,
+}
+
+fn truthy(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("1" | "true" | "yes"))
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    principal: Principal,
+    base: BaseUrl,
+    Path((model_id, id)): Path<(String, String)>,
+    Query(query): Query<StatusQuery>,
+) -> Result<Response, ApiError> {
+    let (job, position) = visible_job(&state, &principal, &model_id, &id).await?;
+    let body = status_view::status_response(&job, position, &base, truthy(&query.logs), now_ms());
+    Ok(Json(body).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CancelQuery {
+    #[serde(default)]
+    force: Option<String>,
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((model_id, id)): Path<(String, String)>,
+    Query(query): Query<CancelQuery>,
+) -> Result<Response, ApiError> {
+    let (job, _) = visible_job(&state, &principal, &model_id, &id).await?;
+    let force = truthy(&query.force);
+    match state.store.cancel(job.id, force, &principal.label()).await? {
+        CancelOutcome::Cancelled | CancelOutcome::AlreadyCancelled => {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        CancelOutcome::StopRequested => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "status": "IN_PROGRESS",
+                "detail": "the job is running; its worker was told to stop and it will end CANCELLED",
+            })),
+        )
+            .into_response()),
+        CancelOutcome::NotCancellable(now) => {
+            let status = wire_status(now);
+            let detail = if now.is_terminal() {
+                format!("the request already finished ({}); nothing to cancel", status.as_str())
+            } else {
+                "the request has already started; only queued requests can be cancelled \
+                 (add ?force=true to stop a running one)"
+                    .to_string()
+            };
+            Err(ApiError::Conflict {
+                detail,
+                body: json!({ "status": status }),
+            })
+        }
+    }
+}
+
+pub async fn result(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((model_id, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (job, position) = visible_job(&state, &principal, &model_id, &id).await?;
+    let Some(result) = job.result.as_ref().filter(|_| job.state.is_terminal()) else {
+        let status = wire_status(job.state);
+        let messages = status_view::messages(&job, now_ms());
+        let detail = match (job.state, &job.error) {
+            (pipelet_store::JobState::Failed, Some(reason)) => {
+                format!("the request failed: {reason}")
+            }
+            (s, _) if s.is_terminal() => {
+                format!("the request ended {}; there is no result", status.as_str())
+            }
+            _ => format!(
+                "the request is {}; poll its status_url until COMPLETED",
+                status.as_str()
+            ),
+        };
+        let mut body = json!({ "status": status, "statusMessages": messages });
+        if let Some(p) = position {
+            body["queue_position"] = json!(p);
+        }
+        return Err(ApiError::Conflict { detail, body });
+    };
+    result_body::stream(&state.blobs, &job, result).await
+}

@@ -1,0 +1,275 @@
+//! The worker loop. [`Worker::step`] claims and finishes at most one job, so tests can
+//! drive a worker one job at a time; [`Worker::run`] repeats it until shutdown.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pipelet_api::Pipeline;
+use pipelet_runner::{Progress, ProgressFn, RenderJob, Runner, RunnerError};
+use pipelet_store::{ClaimRequest, JobResult, LeaseRef, ProgressUpdate};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::{Assignment, JobSource, SourceError};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Lease holder name, unique per worker (e.g. `local:<instance>/0`).
+    pub worker_id: String,
+    pub pipelines: Vec<Pipeline>,
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    /// Progress is pushed at most this often (besides the regular heartbeat).
+    pub progress_interval: Duration,
+    pub max_wait_for_switch: Duration,
+    /// How long one claim call waits for a job before looping.
+    pub poll_wait: Duration,
+    /// Where rendered MP4s are written before upload.
+    pub scratch_dir: PathBuf,
+}
+
+/// What one [`Worker::step`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    Idle,
+    Completed(Uuid),
+    /// Failed or handed back to the queue; the message says why.
+    Failed(Uuid, String),
+    Cancelled(Uuid),
+    /// The lease was lost mid-job; someone else owns the job now.
+    LeaseLost(Uuid),
+}
+
+pub struct Worker {
+    source: Arc<dyn JobSource>,
+    runner: Arc<dyn Runner>,
+    config: WorkerConfig,
+    loaded: Option<Pipeline>,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Why a running job stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    CancelRequested,
+    LeaseLost,
+    Shutdown,
+}
+
+impl Worker {
+    pub fn new(source: Arc<dyn JobSource>, runner: Arc<dyn Runner>, config: WorkerConfig) -> Self {
+        Self {
+            source,
+            runner,
+            config,
+            loaded: None,
+        }
+    }
+
+    /// Claims, runs and reports one job. `stop` ends an idle wait for a job; `abort` also
+    /// stops a job in hand (it goes back to the queue), so callers fire it only after
+    /// the job has had its time to finish.
+    pub async fn step(
+        &mut self,
+        stop: &CancellationToken,
+        abort: &CancellationToken,
+    ) -> Result<StepOutcome, SourceError> {
+        let req = ClaimRequest {
+            worker_id: self.config.worker_id.clone(),
+            pipelines: self.config.pipelines.clone(),
+            loaded: self.loaded,
+            lease_ms: millis(self.config.lease),
+            max_wait_for_switch_ms: millis(self.config.max_wait_for_switch),
+        };
+        let assignment = tokio::select! {
+            claimed = self.source.claim(&req, self.config.poll_wait) => claimed?,
+            () = stop.cancelled() => None,
+            () = abort.cancelled() => None,
+        };
+        let Some(job) = assignment else {
+            return Ok(StepOutcome::Idle);
+        };
+        self.loaded = Some(job.pipeline);
+        let span = tracing::info_span!("job", id = %job.lease.job_id, model = %job.model_id, attempt = job.attempt);
+        async {
+            tracing::info!("job started");
+            let outcome = self.run_job(&job, abort).await;
+            tracing::info!(outcome = ?outcome, "job ended");
+            outcome
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs until `stop` fires, then finishes the job in hand; `abort` cuts that short.
+    pub async fn run(mut self, stop: CancellationToken, abort: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            match self.step(&stop, &abort).await {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "worker step failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        tracing::info!(worker = %self.config.worker_id, "worker stopped");
+    }
+
+    async fn run_job(
+        &self,
+        job: &Assignment,
+        abort: &CancellationToken,
+    ) -> Result<StepOutcome, SourceError> {
+        let id = job.lease.job_id;
+        let image = match job.pipeline {
+            Pipeline::I2v => match self.source.fetch_input(job).await {
+                Ok(bytes) => Some(Arc::new(bytes)),
+                Err(SourceError::LeaseLost) => return Ok(StepOutcome::LeaseLost(id)),
+                Err(e) => return self.report_failure(&job.lease, &e.to_string(), true).await,
+            },
+            Pipeline::T2v => None,
+        };
+        let render = RenderJob {
+            job_id: id.to_string(),
+            pipeline: job.pipeline,
+            prompt: job.spec.prompt.clone(),
+            width: job.spec.width,
+            height: job.spec.height,
+            num_frames: job.spec.num_frames,
+            fps: job.spec.fps,
+            steps: job.spec.steps,
+            seed: job.spec.seed.unwrap_or_else(|| id.as_u64_pair().0),
+            image,
+        };
+        let out = self.config.scratch_dir.join(format!("{id}.mp4"));
+        let latest = Arc::new(Mutex::new(None::<Progress>));
+        let changed = Arc::new(Notify::new());
+        let progress: ProgressFn = {
+            let latest = latest.clone();
+            let changed = changed.clone();
+            Arc::new(move |p| {
+                *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+                changed.notify_one();
+            })
+        };
+        let cancel = CancellationToken::new();
+        let started = Instant::now();
+        let run = self.runner.run(&render, &out, progress, cancel.clone());
+        tokio::pin!(run);
+
+        let mut stop = None;
+        let mut next_beat = tokio::time::Instant::now() + self.config.heartbeat;
+        let mut last_beat = tokio::time::Instant::now();
+        let mut last_sent = None::<Progress>;
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                () = abort.cancelled(), if stop.is_none() => {
+                    stop = Some(StopReason::Shutdown);
+                    cancel.cancel();
+                }
+                () = changed.notified(), if stop.is_none() => {
+                    // Throttle: progress reaches the store at most every progress_interval.
+                    next_beat = next_beat.min(last_beat + self.config.progress_interval);
+                }
+                () = tokio::time::sleep_until(next_beat), if stop.is_none() => {
+                    let current = *latest.lock().unwrap_or_else(|e| e.into_inner());
+                    let update = current.filter(|p| Some(*p) != last_sent).map(|p| ProgressUpdate { done: p.done, total: p.total });
+                    match self.source.heartbeat(&job.lease, update).await {
+                        Ok(reply) => {
+                            last_sent = current;
+                            if reply.cancel_requested {
+                                stop = Some(StopReason::CancelRequested);
+                                cancel.cancel();
+                            }
+                        }
+                        Err(SourceError::LeaseLost) => {
+                            stop = Some(StopReason::LeaseLost);
+                            cancel.cancel();
+                        }
+                        // The lease outlives a few missed beats; keep working and retry.
+                        Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                    }
+                    last_beat = tokio::time::Instant::now();
+                    next_beat = last_beat + self.config.heartbeat;
+                }
+            }
+        };
+
+        let outcome = match (result, stop) {
+            (Ok(output), None) => {
+                let reported = async {
+                    let blob = self.source.upload_result(&job.lease, &output.path).await?;
+                    let result = JobResult {
+                        blob,
+                        bytes: output.bytes,
+                        width: output.width,
+                        height: output.height,
+                        frames: output.frames,
+                        fps: output.fps,
+                        backend: output.backend.to_string(),
+                        run_seconds: started.elapsed().as_secs_f64(),
+                    };
+                    self.source.complete(&job.lease, &result).await
+                }
+                .await;
+                match reported {
+                    Ok(()) => Ok(StepOutcome::Completed(id)),
+                    Err(SourceError::LeaseLost) => Ok(StepOutcome::LeaseLost(id)),
+                    Err(e) => self.report_failure(&job.lease, &e.to_string(), true).await,
+                }
+            }
+            (_, Some(StopReason::LeaseLost)) => Ok(StepOutcome::LeaseLost(id)),
+            (_, Some(StopReason::CancelRequested)) => {
+                match self.source.ack_cancelled(&job.lease).await {
+                    Ok(()) => Ok(StepOutcome::Cancelled(id)),
+                    Err(SourceError::LeaseLost) => Ok(StepOutcome::LeaseLost(id)),
+                    Err(e) => Err(e),
+                }
+            }
+            (_, Some(StopReason::Shutdown)) => {
+                self.report_failure(
+                    &job.lease,
+                    "the worker shut down before the job finished",
+                    true,
+                )
+                .await
+            }
+            (Err(RunnerError::Permanent(msg)), None) => {
+                self.report_failure(&job.lease, &msg, false).await
+            }
+            (Err(e), None) => self.report_failure(&job.lease, &e.to_string(), true).await,
+        };
+        if let Err(e) = tokio::fs::remove_file(&out).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %out.display(), error = %e, "cannot remove scratch file");
+        }
+        outcome
+    }
+
+    async fn report_failure(
+        &self,
+        lease: &LeaseRef,
+        message: &str,
+        retryable: bool,
+    ) -> Result<StepOutcome, SourceError> {
+        tracing::warn!(error = message, retryable, "job attempt failed");
+        match self.source.fail(lease, message, retryable).await {
+            Ok(()) => Ok(StepOutcome::Failed(lease.job_id, message.to_string())),
+            Err(SourceError::LeaseLost) => Ok(StepOutcome::LeaseLost(lease.job_id)),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The `pipelet` binary: parses the command line and hands over to the library crates.
+
+mod keys;
+mod signals;
+
+use clap::{Parser, Subcommand};
+use pipelet_server::{Application, ServeArgs};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "pipelet",
+    version,
+    about = "Self-hosted queue API for Wan 2.2 video generation"
+)]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(
+        long,
+        env = "PIPELET_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: the queue API, with in-process preview workers.
+    Serve(ServeArgs),
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr so stdout carries only what commands print (keys, results).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.validate()?;
+    let data_dir = config.data_dir.clone();
+    let app = Application::build(config).await?;
+    if let Some(key) = app.admin_key() {
+        println!(
+            "Created the admin API key (shown once; also saved to {}):",
+            data_dir.join("admin.key").display()
+        );
+        println!("{key}");
+    }
+    println!("pipelet listening on http://{}", app.local_addr()?);
+    app.run_until_stopped(signals::shutdown()).await
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Keys { command } => keys::run(command).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
