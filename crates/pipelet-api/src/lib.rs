@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod image_input;
 pub mod spec;
 pub mod wire;
+pub mod worker_protocol;
 
 #[cfg(test)]
 mod test_images;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyCache;
 use crate::config::Config;
+use crate::metrics::{MeteredStore, Metrics};
 use crate::state::AppState;
 
 /// Lease-holder prefix of in-process workers: none can outlive the process.
@@ -82,7 +83,8 @@ impl Application {
         let store = SqliteStore::open(&database_path(&config.data_dir))
             .await
             .context("cannot open the database")?;
-        let store: Arc<dyn Store> = Arc::new(store);
+        let metrics = Arc::new(Metrics::default());
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(Arc::new(store), metrics.clone()));
         let blobs = Blobs::local(&config.data_dir.join("blobs"))?;
 
         let admin_key = if store.count_keys().await? == 0 {
@@ -109,9 +111,13 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let jobs = Arc::new(LocalSource::new(store.clone(), blobs.clone(), config.lease));
         let state = AppState {
             store,
             blobs,
+            jobs,
+            metrics,
+            shutdown: CancellationToken::new(),
             config: Arc::new(config),
             keys: Arc::new(KeyCache::default()),
             image_decodes: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_IMAGE_DECODES)),
@@ -153,7 +159,7 @@ impl Application {
             ..
         } = self;
         let config = state.config.clone();
-        let stop = CancellationToken::new();
+        let stop = state.shutdown.clone();
         let abort = CancellationToken::new();
         let mut background = JoinSet::new();
         spawn_workers(&state, &stop, &abort, &mut background)?;
@@ -227,6 +233,7 @@ fn spawn_workers(
                 max_wait_for_switch: config.max_wait_for_switch,
                 poll_wait: Duration::from_secs(30),
                 scratch_dir: scratch.clone(),
+                delivery_timeout: Duration::from_secs(60),
             },
         );
         tasks.spawn(worker.run(stop.clone(), abort.clone()));
@@ -238,6 +245,12 @@ fn spawn_workers(
 /// is exactly one server per data dir.
 async fn reaper(store: Arc<dyn Store>, lease: Duration, stop: CancellationToken) {
     let interval = (lease / 4).clamp(Duration::from_millis(50), MAX_REAP_INTERVAL);
+    // Remote workers could not heartbeat while this server was down: give them one
+    // lease to reach it again before their jobs are taken back.
+    tokio::select! {
+        () = tokio::time::sleep(lease) => {}
+        () = stop.cancelled() => return,
+    }
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

@@ -11,6 +11,8 @@ use pipelet_api::{Catalog, Limits};
 pub const DEFAULT_MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
 /// Queued jobs beyond which creates get 429.
 pub const DEFAULT_MAX_QUEUED: u64 = 100_000;
+/// A 7 s 1280x720 video is a few MB; this leaves room for high bitrates.
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 pub const DEFAULT_LEASE_SECS: u64 = 30;
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 5;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -56,6 +58,12 @@ pub struct ServeArgs {
     /// Seconds a running job may take to finish on shutdown before it is re-queued.
     #[arg(long, env = "PIPELET_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
+    /// Largest result video a worker may upload, in bytes.
+    #[arg(long, env = "PIPELET_MAX_RESULT_BYTES", default_value_t = DEFAULT_MAX_RESULT_BYTES)]
+    pub max_result_bytes: u64,
+    /// Require this key role for GET /metrics (by default it needs no key).
+    #[arg(long, env = "PIPELET_METRICS_REQUIRE_KEY", default_value_t = false)]
+    pub metrics_require_key: bool,
     /// A JSON model catalog replacing the built-in one.
     #[arg(long, env = "PIPELET_CATALOG")]
     pub catalog: Option<PathBuf>,
@@ -77,6 +85,8 @@ pub struct Config {
     pub max_wait_for_switch: Duration,
     pub shutdown_grace: Duration,
     pub catalog: Catalog,
+    pub max_result_bytes: u64,
+    pub metrics_require_key: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +147,8 @@ impl ServeArgs {
             max_wait_for_switch: Duration::from_secs(self.max_wait_for_switch_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             catalog,
+            max_result_bytes: self.max_result_bytes,
+            metrics_require_key: self.metrics_require_key,
         })
     }
 }
@@ -159,6 +171,8 @@ impl Config {
             max_wait_for_switch: Duration::from_secs(DEFAULT_MAX_WAIT_FOR_SWITCH_SECS),
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             catalog: Catalog::default(),
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
+            metrics_require_key: false,
         }
     }
 }

@@ -15,7 +15,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::routes::{health, queue};
+use crate::routes::{health, queue, worker};
 use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -49,6 +49,17 @@ pub fn router(state: AppState) -> Router {
         .route("/queue/{model_id}/requests/{id}", get(queue::result))
         .route("/queue/{model_id}/requests/{id}/status", get(queue::status))
         .route("/queue/{model_id}/requests/{id}/cancel", put(queue::cancel))
+        .route("/worker/v1/claim", post(worker::claim))
+        .route("/worker/v1/jobs/{id}/heartbeat", post(worker::heartbeat))
+        .route("/worker/v1/jobs/{id}/input", get(worker::input))
+        .route(
+            "/worker/v1/jobs/{id}/result",
+            put(worker::upload_result).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/worker/v1/jobs/{id}/complete", post(worker::complete))
+        .route("/worker/v1/jobs/{id}/fail", post(worker::fail))
+        .route("/worker/v1/jobs/{id}/cancelled", post(worker::cancelled))
+        .route("/metrics", get(health::metrics))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .fallback(not_found)

@@ -39,8 +39,10 @@ impl Blobs {
         format!("inputs/{job}")
     }
 
-    pub fn result_key(job: Uuid) -> String {
-        format!("results/{job}.mp4")
+    /// One key per lease, so a lost worker's late upload can never overwrite the
+    /// video of the attempt that won.
+    pub fn result_key(job: Uuid, lease_token: i64) -> String {
+        format!("results/{job}/{lease_token}.mp4")
     }
 
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
@@ -68,6 +70,42 @@ impl Blobs {
         }
         writer.finish().await?;
         Ok(total)
+    }
+
+    /// Streams `data` into the blob store, refusing (and removing) it past `limit` bytes.
+    pub async fn put_stream(
+        &self,
+        key: &str,
+        data: impl futures::Stream<Item = std::io::Result<Bytes>> + Send,
+        limit: u64,
+    ) -> Result<u64> {
+        let path = ObjectPath::from(key);
+        let upload = self.store.put_multipart(&path).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_CHUNK);
+        let mut total = 0u64;
+        futures::pin_mut!(data);
+        while let Some(chunk) = data.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e.into());
+                }
+            };
+            total += chunk.len() as u64;
+            if total > limit {
+                let _ = writer.abort().await;
+                return Err(crate::StoreError::TooLarge(limit));
+            }
+            writer.wait_for_capacity(4).await?;
+            writer.write(&chunk);
+        }
+        writer.finish().await?;
+        Ok(total)
+    }
+
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        Ok(self.store.head(&ObjectPath::from(key)).await?.size)
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes> {

@@ -23,4 +23,7 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("store is shutting down")]
     Closed,
+    /// A streamed blob passed its size limit (in bytes).
+    #[error("blob larger than {0} bytes")]
+    TooLarge(u64),
 }

@@ -4,10 +4,12 @@
 //! directly); remote workers use an HTTP source with the same trait, so there is one
 //! code path to test.
 
+mod http;
 mod local;
 mod source;
 mod worker;
 
+pub use http::HttpSource;
 pub use local::LocalSource;
 pub use source::{Assignment, JobSource, SourceError};
 pub use worker::{StepOutcome, Worker, WorkerConfig};

@@ -60,6 +60,7 @@ impl JobSource for LocalSource {
                         spec,
                         input_blob: lease.job.input_blob,
                         attempt: lease.job.attempt,
+                        heartbeat: None,
                     })),
                     Err(e) => {
                         let _ = self.store.fail(&lease.lease, &e.to_string(), false).await;
@@ -96,7 +97,7 @@ impl JobSource for LocalSource {
     }
 
     async fn upload_result(&self, lease: &LeaseRef, file: &Path) -> Result<String, SourceError> {
-        let key = Blobs::result_key(lease.job_id);
+        let key = Blobs::result_key(lease.job_id, lease.token);
         self.blobs
             .put_file(&key, file)
             .await

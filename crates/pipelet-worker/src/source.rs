@@ -16,6 +16,8 @@ pub struct Assignment {
     pub spec: JobSpec,
     pub input_blob: Option<String>,
     pub attempt: u32,
+    /// The heartbeat interval the server asks for, when it says.
+    pub heartbeat: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]

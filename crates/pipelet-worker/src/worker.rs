@@ -29,6 +29,9 @@ pub struct WorkerConfig {
     pub poll_wait: Duration,
     /// Where rendered MP4s are written before upload.
     pub scratch_dir: PathBuf,
+    /// How long a finished video's delivery (or a failure report) is retried while the
+    /// server is unreachable.
+    pub delivery_timeout: Duration,
 }
 
 /// What one [`Worker::step`] did.
@@ -169,7 +172,8 @@ impl Worker {
         tokio::pin!(run);
 
         let mut stop = None;
-        let mut next_beat = tokio::time::Instant::now() + self.config.heartbeat;
+        let heartbeat = job.heartbeat.unwrap_or(self.config.heartbeat);
+        let mut next_beat = tokio::time::Instant::now() + heartbeat;
         let mut last_beat = tokio::time::Instant::now();
         let mut last_sent = None::<Progress>;
         let result = loop {
@@ -202,29 +206,33 @@ impl Worker {
                         Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                     }
                     last_beat = tokio::time::Instant::now();
-                    next_beat = last_beat + self.config.heartbeat;
+                    next_beat = last_beat + heartbeat;
                 }
             }
         };
 
         let outcome = match (result, stop) {
             (Ok(output), None) => {
-                let reported = async {
-                    let blob = self.source.upload_result(&job.lease, &output.path).await?;
-                    let result = JobResult {
-                        blob,
-                        bytes: output.bytes,
-                        width: output.width,
-                        height: output.height,
-                        frames: output.frames,
-                        fps: output.fps,
-                        backend: output.backend.to_string(),
-                        run_seconds: started.elapsed().as_secs_f64(),
-                    };
-                    self.source.complete(&job.lease, &result).await
-                }
-                .await;
-                match reported {
+                let result = |blob| JobResult {
+                    blob,
+                    bytes: output.bytes,
+                    width: output.width,
+                    height: output.height,
+                    frames: output.frames,
+                    fps: output.fps,
+                    backend: output.backend.to_string(),
+                    run_seconds: started.elapsed().as_secs_f64(),
+                };
+                // The video exists: keep trying to hand it in while the server is away.
+                let delivered = self
+                    .retrying("deliver the result", || async {
+                        // Also keeps the lease alive while we retry.
+                        self.source.heartbeat(&job.lease, None).await?;
+                        let blob = self.source.upload_result(&job.lease, &output.path).await?;
+                        self.source.complete(&job.lease, &result(blob)).await
+                    })
+                    .await;
+                match delivered {
                     Ok(()) => Ok(StepOutcome::Completed(id)),
                     Err(SourceError::LeaseLost) => Ok(StepOutcome::LeaseLost(id)),
                     Err(e) => self.report_failure(&job.lease, &e.to_string(), true).await,
@@ -266,10 +274,36 @@ impl Worker {
         retryable: bool,
     ) -> Result<StepOutcome, SourceError> {
         tracing::warn!(error = message, retryable, "job attempt failed");
-        match self.source.fail(lease, message, retryable).await {
+        match self
+            .retrying("report the failure", || {
+                self.source.fail(lease, message, retryable)
+            })
+            .await
+        {
             Ok(()) => Ok(StepOutcome::Failed(lease.job_id, message.to_string())),
             Err(SourceError::LeaseLost) => Ok(StepOutcome::LeaseLost(lease.job_id)),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Retries `call` while the source is unavailable (a server restart), with backoff,
+    /// for up to `delivery_timeout`. Lease loss and invalid jobs are final.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, SourceError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SourceError>>,
+    {
+        let deadline = Instant::now() + self.config.delivery_timeout;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match call().await {
+                Err(SourceError::Unavailable(e)) if Instant::now() + backoff < deadline => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot {what} yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
         }
     }
 }

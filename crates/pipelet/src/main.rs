@@ -2,6 +2,7 @@
 
 mod keys;
 mod signals;
+mod worker;
 
 use clap::{Parser, Subcommand};
 use pipelet_server::{Application, ServeArgs};
@@ -36,6 +37,8 @@ enum LogFormat {
 enum Command {
     /// Run the server: the queue API, with in-process preview workers.
     Serve(ServeArgs),
+    /// Run a remote worker that pulls jobs from a server over HTTP.
+    Worker(worker::WorkerArgs),
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -77,6 +80,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Keys { command } => keys::run(command).await,
+        Command::Worker(args) => worker::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -22,3 +22,21 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         ),
     }
 }
+
+/// Prometheus text. Open by default; `--metrics-require-key` asks for any valid key.
+pub async fn metrics(
+    State(state): State<AppState>,
+    principal: Result<crate::auth::Principal, crate::error::ApiError>,
+) -> Result<impl IntoResponse, crate::error::ApiError> {
+    if state.config.metrics_require_key {
+        principal?;
+    }
+    let text = state.metrics.render(state.store.as_ref()).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
+}

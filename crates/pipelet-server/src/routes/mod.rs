@@ -2,3 +2,4 @@
 
 pub mod health;
 pub mod queue;
+pub mod worker;

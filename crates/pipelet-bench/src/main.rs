@@ -1,0 +1,405 @@
+//! `pipelet-bench`: the numbers pipelet promises, measured against a real server.
+//!
+//! ```text
+//! cargo run --release -p pipelet-bench -- [--quick]
+//! ```
+//!
+//! 1. **creates/s**: a real `pipelet serve --workers 0` (the release binary, built or
+//!    found by [`server::find_or_build`]) in a temporary data dir; `--concurrency`
+//!    keep-alive connections POST `/queue/wan22-fast-t2v` until `--creates` jobs exist
+//!    (this also fills the queue). The queue positions returned must be exactly
+//!    0..N-1.
+//! 2. **status vs health**: with the queue full, status polls of the job that will be
+//!    dispatched last (position N-1) against `GET /health` on the same server, same
+//!    connections, alternating in short slices for `--duration` seconds each. The
+//!    ratio of the two rates is the number to quote: the load generator and the server
+//!    share this machine's cores, so absolute rates say as much about the client and the
+//!    machine as about the server. The server's CPU time per request is shown too.
+//! 3. **preview render**: 81 frames at 832x480 and 1280x720, t2v and i2v, in process
+//!    through `pipelet_runner::preview::PreviewRunner`, wall and process CPU time
+//!    (target: 832x480 in under 2 s of one core).
+//!
+//! The output is a table, then one line of JSON (the last line) for machines.
+
+mod load;
+mod render;
+mod server;
+mod stats;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde_json::json;
+
+use crate::load::{CreateReport, EndpointReport, PollPlan, PollReport};
+use crate::render::RenderCase;
+use crate::server::Server;
+
+const TARGET_RATIO: f64 = 0.5;
+const TARGET_CREATES_PER_S: f64 = 2000.0;
+const TARGET_PREVIEW_CPU_S: f64 = 2.0;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pipelet-bench",
+    about = "Benchmarks a real `pipelet serve` (creates/s, status vs health) and the preview renderer"
+)]
+struct Args {
+    /// Shorter run (about 30 s): shorter poll slices and one render per case.
+    #[arg(long)]
+    quick: bool,
+    /// Concurrent keep-alive connections for every HTTP phase.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Jobs created (and left queued) before the polls.
+    #[arg(long, default_value_t = 10_000)]
+    creates: u64,
+    /// Seconds of measured load per endpoint in the status-vs-health phase
+    /// [default: 5, or 1.5 with --quick].
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Renders per preview case; the best time is kept [default: 2, or 1 with --quick].
+    #[arg(long)]
+    render_reps: Option<u32>,
+    /// Poll only this endpoint (e.g. to profile the server under one load); no ratio.
+    #[arg(long, value_enum)]
+    only: Option<load::Endpoint>,
+    /// Skip the preview render phase.
+    #[arg(long)]
+    no_render: bool,
+    /// Skip the HTTP phases (no server is started).
+    #[arg(long)]
+    no_server: bool,
+    /// The `pipelet` binary to run, instead of building target/release/pipelet.
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Do not run `cargo build --release -p pipelet`; use the binary already there.
+    #[arg(long)]
+    no_build: bool,
+    /// RUST_LOG for the server (default: unset, i.e. the server's default `info`).
+    #[arg(long)]
+    server_log: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+struct HttpResults {
+    creates: CreateReport,
+    polls: PollReport,
+    position_before: u64,
+    position_after: u64,
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if args.concurrency == 0 || args.creates == 0 {
+        bail!("--concurrency and --creates must be at least 1");
+    }
+    let started = Instant::now();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build of the load generator; use `cargo run --release -p pipelet-bench`"
+        );
+    }
+    let per_endpoint = args.duration.unwrap_or(if args.quick { 1.5 } else { 5.0 });
+    if !(per_endpoint > 0.0 && per_endpoint <= 600.0) {
+        bail!("--duration must be between 0 and 600 seconds");
+    }
+    let plan = PollPlan {
+        concurrency: args.concurrency,
+        per_endpoint: Duration::from_secs_f64(per_endpoint),
+        slice: Duration::from_millis(if args.quick { 250 } else { 500 }),
+        warmup: Duration::from_millis(if args.quick { 250 } else { 500 }),
+        only: args.only,
+    };
+    let reps = args.render_reps.unwrap_or(if args.quick { 1 } else { 2 });
+    let tmp = tempfile::Builder::new()
+        .prefix("pipelet-bench-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+
+    let mut server_bin = None;
+    let http = if args.no_server {
+        None
+    } else {
+        let bin = server::find_or_build(args.server_bin.as_deref(), args.no_build)?;
+        let results = http_phases(&args, &bin, tmp.path(), &plan)?;
+        server_bin = Some(bin);
+        Some(results)
+    };
+
+    let renders = if args.no_render {
+        Vec::new()
+    } else {
+        eprintln!("rendering previews ({reps} per case)…");
+        let out = tmp.path().join("renders");
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
+        render::run_all(&out, reps)?
+    };
+
+    print_report(
+        &args,
+        cpus,
+        server_bin.as_deref(),
+        http.as_ref(),
+        &renders,
+        started.elapsed(),
+    );
+    Ok(())
+}
+
+fn http_phases(
+    args: &Args,
+    bin: &std::path::Path,
+    tmp: &std::path::Path,
+    plan: &PollPlan,
+) -> anyhow::Result<HttpResults> {
+    let data_dir = tmp.join("data");
+    let server = Server::start(bin, &data_dir, args.server_log.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a tokio runtime")?;
+    let result = rt.block_on(async {
+        let (addr, key, pid) = (server.addr, server.admin_key.as_str(), server.pid());
+        eprintln!(
+            "server {} on {addr} (pid {pid}); creating {} jobs from {} connections…",
+            bin.display(),
+            args.creates,
+            args.concurrency
+        );
+        let creates = load::creates(addr, key, pid, args.concurrency, args.creates).await?;
+        let want = args.creates - 1;
+        if !creates.positions_exact || creates.last_position != want {
+            bail!(
+                "create responses did not carry the queue positions 0..{want} exactly once \
+                 (highest was {})",
+                creates.last_position
+            );
+        }
+        let check = |phase: &'static str, (state, position): (String, Option<u64>)| match position {
+            Some(p) if state == "IN_QUEUE" && p >= want => Ok(p),
+            _ => bail!(
+                "{phase}: the last job should be IN_QUEUE at position >= {want}, \
+                     but it is {state} at {position:?}"
+            ),
+        };
+        let position_before = check(
+            "before the polls",
+            load::job_status(addr, key, &creates.last_id).await?,
+        )?;
+        eprintln!(
+            "polling status (position {position_before}) vs health for {:.1} s each…",
+            plan.per_endpoint.as_secs_f64()
+        );
+        let polls = load::polls(addr, key, pid, &creates.last_id, plan).await?;
+        let position_after = check(
+            "after the polls",
+            load::job_status(addr, key, &creates.last_id).await?,
+        )?;
+        anyhow::Ok(HttpResults {
+            creates,
+            polls,
+            position_before,
+            position_after,
+        })
+    });
+    drop(rt);
+    match result {
+        Ok(results) => {
+            server.stop()?;
+            Ok(results)
+        }
+        Err(e) => Err(e.context(format!("server log tail:\n{}", server.log_tail()))),
+    }
+}
+
+fn ok(pass: bool) -> &'static str {
+    if pass { "ok" } else { "MISS" }
+}
+
+fn endpoint_json(e: &EndpointReport) -> serde_json::Value {
+    json!({
+        "requests": e.requests,
+        "per_s": round(e.per_second(), 1),
+        "p50_ms": e.latency.p50_ms,
+        "p99_ms": e.latency.p99_ms,
+        "max_ms": e.latency.max_ms,
+        "server_cpu_us_per_req": round(e.server_cpu_us_per_request(), 1),
+        "bench_cpu_us_per_req": round(e.client_cpu_us_per_request(), 1),
+    })
+}
+
+fn plan_seconds(a: &EndpointReport, b: &EndpointReport) -> f64 {
+    a.measured.max(b.measured).as_secs_f64()
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+fn print_report(
+    args: &Args,
+    cpus: usize,
+    server_bin: Option<&std::path::Path>,
+    http: Option<&HttpResults>,
+    renders: &[RenderCase],
+    elapsed: Duration,
+) {
+    let mut summary = json!({
+        "bench": "pipelet",
+        "quick": args.quick,
+        "cpus": cpus,
+        "concurrency": args.concurrency,
+    });
+    println!();
+    println!(
+        "pipelet-bench: {cpus} CPUs shared by server and load generator; {} connections",
+        args.concurrency
+    );
+    if let (Some(h), Some(bin)) = (http, server_bin) {
+        let c = &h.creates;
+        let creates_per_s = c.count as f64 / c.elapsed.as_secs_f64();
+        let (s, hl) = (&h.polls.status, &h.polls.health);
+        let both = !s.measured.is_zero() && !hl.measured.is_zero();
+        let ratio = both.then(|| s.per_second() / hl.per_second());
+        println!(
+            "server: {} serve --workers 0 (SQLite, fresh data dir)",
+            bin.display()
+        );
+        println!();
+        println!(
+            "{:<24} {:>9} {:>10} {:>8} {:>8} {:>13} {:>13}",
+            "phase", "requests", "req/s", "p50 ms", "p99 ms", "srv µs/req", "bench µs/req"
+        );
+        let row = |name: &str, n: u64, rate: f64, p50: f64, p99: f64, srv: f64, cli: f64| {
+            println!(
+                "{name:<24} {n:>9} {rate:>10.0} {p50:>8.2} {p99:>8.2} {srv:>13.0} {cli:>13.0}"
+            );
+        };
+        let per_req = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+        row(
+            "create (fills queue)",
+            c.count,
+            creates_per_s,
+            c.latency.p50_ms,
+            c.latency.p99_ms,
+            per_req(c.cpu.server, c.count),
+            per_req(c.cpu.client, c.count),
+        );
+        for (name, e) in [
+            (format!("status (pos {})", h.position_before), s),
+            ("health".to_string(), hl),
+        ] {
+            if e.measured.is_zero() {
+                continue;
+            }
+            row(
+                &name,
+                e.requests,
+                e.per_second(),
+                e.latency.p50_ms,
+                e.latency.p99_ms,
+                e.server_cpu_us_per_request(),
+                e.client_cpu_us_per_request(),
+            );
+        }
+        println!();
+        if let Some(ratio) = ratio {
+            println!(
+                "status/health throughput ratio: {ratio:.2}  (target >= {TARGET_RATIO}: {})  <- the number to quote",
+                ok(ratio >= TARGET_RATIO)
+            );
+            println!(
+                "server CPU per request: a status poll costs {:.1}x a health check",
+                s.server_cpu_us_per_request() / hl.server_cpu_us_per_request().max(1e-9)
+            );
+        }
+        println!(
+            "creates/s: {creates_per_s:.0}  (target >= {TARGET_CREATES_PER_S}: {}); queue positions exact: {}",
+            ok(creates_per_s >= TARGET_CREATES_PER_S),
+            c.positions_exact
+        );
+        summary["creates"] = json!({
+            "count": c.count,
+            "per_s": round(creates_per_s, 1),
+            "p50_ms": c.latency.p50_ms,
+            "p99_ms": c.latency.p99_ms,
+            "server_cpu_us_per_req": round(per_req(c.cpu.server, c.count), 1),
+            "bench_cpu_us_per_req": round(per_req(c.cpu.client, c.count), 1),
+            "positions_exact": c.positions_exact,
+        });
+        if !s.measured.is_zero() {
+            summary["status"] = endpoint_json(s);
+        }
+        summary["status_queue_position"] = json!(h.position_before);
+        summary["status_queue_position_after"] = json!(h.position_after);
+        if !hl.measured.is_zero() {
+            summary["health"] = endpoint_json(hl);
+        }
+        summary["seconds_per_endpoint"] = json!(plan_seconds(s, hl));
+        summary["targets"]["creates_per_s"] = json!(creates_per_s >= TARGET_CREATES_PER_S);
+        if let Some(ratio) = ratio {
+            summary["status_health_ratio"] = json!(round(ratio, 3));
+            summary["targets"]["status_health_ratio"] = json!(ratio >= TARGET_RATIO);
+        }
+    }
+    if !renders.is_empty() {
+        println!();
+        println!(
+            "{:<12} {:>9} {:>7} {:>8} {:>8} {:>9} {:>10}",
+            "preview", "size", "frames", "wall s", "cpu s", "cpu/wall", "bytes"
+        );
+        let mut cases = Vec::new();
+        let mut preview_ok = true;
+        for r in renders {
+            let (wall, cpu) = (r.wall.as_secs_f64(), r.cpu.as_secs_f64());
+            let target = (r.width, r.height) == (832, 480);
+            let mark = if target {
+                preview_ok &= cpu < TARGET_PREVIEW_CPU_S;
+                format!(
+                    "  (target < {TARGET_PREVIEW_CPU_S} s cpu: {})",
+                    ok(cpu < TARGET_PREVIEW_CPU_S)
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "{:<12} {:>9} {:>7} {:>8.3} {:>8.3} {:>9.2} {:>10}{mark}",
+                r.pipeline.as_str(),
+                format!("{}x{}", r.width, r.height),
+                r.frames,
+                wall,
+                cpu,
+                cpu / wall.max(f64::MIN_POSITIVE),
+                r.bytes
+            );
+            cases.push(json!({
+                "pipeline": r.pipeline.as_str(),
+                "width": r.width,
+                "height": r.height,
+                "frames": r.frames,
+                "wall_s": round(wall, 3),
+                "cpu_s": round(cpu, 3),
+                "bytes": r.bytes,
+            }));
+        }
+        summary["preview"] = json!(cases);
+        summary["targets"]["preview_832x480_cpu"] = json!(preview_ok);
+    }
+    summary["elapsed_s"] = json!(round(elapsed.as_secs_f64(), 1));
+    println!();
+    println!("{summary}");
+}

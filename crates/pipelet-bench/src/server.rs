@@ -1,0 +1,255 @@
+//! The server under test: a real `pipelet serve` process (the release binary), started
+//! on a free loopback port in a temporary data dir with `--workers 0`, and stopped (or
+//! killed) when the [`Server`] is dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// How long the server may take to print its listening address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a SIGTERM'd server may take to exit before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const LISTENING_PREFIX: &str = "pipelet listening on http://";
+
+/// The workspace root, where `cargo build -p pipelet` must run.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where the release `pipelet` binary is expected: beside this benchmark's own binary
+/// when that is a release build (so `CARGO_TARGET_DIR` is respected), else
+/// `<target>/release/pipelet`.
+fn expected_binary() -> PathBuf {
+    let name = format!("pipelet{}", std::env::consts::EXE_SUFFIX);
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        if dir.file_name().is_some_and(|n| n == "release") {
+            return dir.join(name);
+        }
+        // A debug build of the bench: target/debug/pipelet-bench -> target/release.
+        if let Some(target) = dir.parent() {
+            return target.join("release").join(name);
+        }
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("release").join(name)
+}
+
+/// Finds the server binary: `explicit` as given, otherwise builds it with
+/// `cargo build --release -p pipelet` (a no-op when it is up to date, so a stale binary
+/// is never measured) unless `no_build`, and fails with a clear message when there is
+/// none.
+pub fn find_or_build(explicit: Option<&Path>, no_build: bool) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        if path.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        bail!("--server-bin {}: no such file", path.display());
+    }
+    let binary = expected_binary();
+    let how = "build it with `cargo build --release -p pipelet`, or pass --server-bin PATH";
+    if no_build {
+        if binary.is_file() {
+            return Ok(binary);
+        }
+        bail!(
+            "the pipelet server binary is not at {} (and --no-build was given); {how}",
+            binary.display()
+        );
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("building the server: cargo build --release -p pipelet");
+    let built = Command::new(&cargo)
+        .args(["build", "--release", "-p", "pipelet"])
+        .current_dir(workspace_root())
+        .stdout(Stdio::null())
+        .status();
+    match built {
+        Ok(status) if status.success() && binary.is_file() => Ok(binary),
+        Ok(status) if status.success() => bail!(
+            "`cargo build --release -p pipelet` succeeded but there is no binary at {}; \
+             pass --server-bin PATH",
+            binary.display()
+        ),
+        outcome => {
+            let why = match outcome {
+                Ok(status) => format!("`cargo build --release -p pipelet` failed ({status})"),
+                Err(e) => format!("cannot run {}: {e}", Path::new(&cargo).display()),
+            };
+            if binary.is_file() {
+                eprintln!(
+                    "warning: {why}; using the existing (possibly stale) {}",
+                    binary.display()
+                );
+                Ok(binary)
+            } else {
+                bail!(
+                    "no pipelet server binary at {} and {why}; {how}",
+                    binary.display()
+                )
+            }
+        }
+    }
+}
+
+/// A running `pipelet serve`.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin_key: String,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `binary serve --workers 0` on 127.0.0.1 (port chosen by the OS) with its
+    /// data in `data_dir`, waits until it listens, and reads `<data-dir>/admin.key`.
+    /// The server's stderr (its logs, at its default level unless `rust_log`) goes to
+    /// `<data-dir>/../server.log`.
+    pub fn start(binary: &Path, data_dir: &Path, rust_log: Option<&str>) -> anyhow::Result<Server> {
+        let log = data_dir.with_file_name("server.log");
+        let log_file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--workers", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        // The caller's environment must not change what is measured.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("PIPELET_") {
+                command.env_remove(name);
+            }
+        }
+        command.env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("no stdout pipe to the server")?;
+
+        // Read stdout on a thread (it is drained to the end so the server never blocks).
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Nobody listens any more; keep draining.
+                    continue;
+                }
+            }
+        });
+
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_key: String::new(),
+            log,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(line) => {
+                    if let Some(addr) = line.trim().strip_prefix(LISTENING_PREFIX) {
+                        break addr
+                            .parse::<SocketAddr>()
+                            .with_context(|| format!("unexpected listening line {line:?}"))?;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            }
+            if let Some(status) = server.child.try_wait()? {
+                bail!(
+                    "the server exited before listening ({status}); its log:\n{}",
+                    server.log_tail()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the server did not print its address within {START_TIMEOUT:?}; its log:\n{}",
+                    server.log_tail()
+                );
+            }
+        };
+        server.addr = addr;
+        let key_path = data_dir.join("admin.key");
+        server.admin_key = std::fs::read_to_string(&key_path)
+            .with_context(|| format!("cannot read the admin key at {}", key_path.display()))?
+            .trim()
+            .to_string();
+        if server.admin_key.is_empty() {
+            bail!("{} is empty", key_path.display());
+        }
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Stops the server with SIGTERM (graceful), killing it if it lingers.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our child's,
+            // which cannot have been reaped (and its pid reused) before we wait on it.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        bail!("the server did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed it")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Err(e) = self.terminate() {
+            eprintln!("warning: {e:#}");
+        }
+    }
+}

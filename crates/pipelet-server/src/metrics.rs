@@ -1,0 +1,306 @@
+//! Prometheus metrics. [`MeteredStore`] wraps the store, so every job transition is
+//! counted in one place whether an in-process or a remote worker caused it; queue
+//! depths are read from the store when `/metrics` is scraped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pipelet_store::{
+    CancelOutcome, ClaimRequest, FailOutcome, HeartbeatReply, JobCount, JobRecord, JobResult,
+    KeyRecord, Lease, LeaseRef, NewJob, NewKey, ProgressUpdate, ReapOutcome, ReapedJob, Result,
+    Store,
+};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// A worker counts as active if it claimed or heartbeated this recently.
+const WORKER_ACTIVE_WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelState {
+    model: String,
+    state: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    created: Family<ModelLabel, Counter>,
+    finished: Family<ModelState, Counter>,
+    retries: Family<ModelLabel, Counter>,
+    lease_expiries: Counter,
+    wait_seconds: Family<ModelLabel, Histogram>,
+    run_seconds: Family<ModelLabel, Histogram>,
+    queue: Family<ModelState, Gauge>,
+    active_workers: Gauge,
+    /// Worker id → last seen; job → its worker, so heartbeats refresh the right one.
+    seen: Mutex<(HashMap<String, Instant>, HashMap<Uuid, String>)>,
+}
+
+fn histogram() -> Histogram {
+    // 5 ms to ~45 min.
+    Histogram::new(exponential_buckets(0.005, 2.0, 20))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("pipelet");
+        let m = Metrics {
+            created: Family::default(),
+            finished: Family::default(),
+            retries: Family::default(),
+            lease_expiries: Counter::default(),
+            wait_seconds: Family::new_with_constructor(histogram),
+            run_seconds: Family::new_with_constructor(histogram),
+            queue: Family::default(),
+            active_workers: Gauge::default(),
+            seen: Mutex::default(),
+            registry: Registry::default(),
+        };
+        registry.register("jobs_created", "Jobs accepted", m.created.clone());
+        registry.register(
+            "jobs_finished",
+            "Jobs that reached a terminal state",
+            m.finished.clone(),
+        );
+        registry.register(
+            "job_retries",
+            "Attempts that ended and were re-queued",
+            m.retries.clone(),
+        );
+        registry.register(
+            "lease_expiries",
+            "Leases that expired without a heartbeat",
+            m.lease_expiries.clone(),
+        );
+        registry.register(
+            "job_wait_seconds",
+            "Time from create to start",
+            m.wait_seconds.clone(),
+        );
+        registry.register(
+            "job_run_seconds",
+            "Time a worker spent rendering",
+            m.run_seconds.clone(),
+        );
+        registry.register("queue_jobs", "Jobs waiting or running now", m.queue.clone());
+        registry.register(
+            "workers_active",
+            "Workers seen in the last minute",
+            m.active_workers.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+fn model(model: &str) -> ModelLabel {
+    ModelLabel {
+        model: model.to_string(),
+    }
+}
+
+impl Metrics {
+    fn seen(&self) -> std::sync::MutexGuard<'_, (HashMap<String, Instant>, HashMap<Uuid, String>)> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn worker_seen(&self, worker_id: &str) {
+        self.seen().0.insert(worker_id.to_string(), Instant::now());
+    }
+
+    fn retried(&self, model_id: &str) {
+        self.retries.get_or_create(&model(model_id)).inc();
+    }
+
+    fn finished(&self, model: &str, state: &str) {
+        self.finished
+            .get_or_create(&ModelState {
+                model: model.to_string(),
+                state: state.to_string(),
+            })
+            .inc();
+    }
+
+    fn job_ended(&self, job: Uuid) {
+        self.seen().1.remove(&job);
+    }
+
+    /// The Prometheus text, with the queue depths read from `store` now.
+    pub async fn render(&self, store: &dyn Store) -> Result<String> {
+        let counts: Vec<JobCount> = store.job_counts().await?;
+        self.queue.clear();
+        for c in counts {
+            self.queue
+                .get_or_create(&ModelState {
+                    model: c.model_id,
+                    state: c.state.to_string(),
+                })
+                .set(i64::try_from(c.count).unwrap_or(i64::MAX));
+        }
+        {
+            let mut seen = self.seen();
+            seen.0.retain(|_, at| at.elapsed() < WORKER_ACTIVE_WINDOW);
+            self.active_workers
+                .set(i64::try_from(seen.0.len()).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .map_err(|e| pipelet_store::StoreError::Corrupt(format!("metrics encoding: {e}")))?;
+        Ok(out)
+    }
+}
+
+/// The store, counted.
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    /// The model of a job a lease refers to, for labels (one cheap read).
+    async fn model_of(&self, id: Uuid) -> String {
+        match self.inner.get_job(id).await {
+            Ok(Some(job)) => job.model_id,
+            _ => "unknown".into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MeteredStore {
+    async fn create_job(&self, job: NewJob) -> Result<JobRecord> {
+        let created = self.inner.create_job(job).await?;
+        self.metrics
+            .created
+            .get_or_create(&model(&created.model_id))
+            .inc();
+        Ok(created)
+    }
+    async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        self.inner.get_job(id).await
+    }
+    async fn job_status(&self, id: Uuid) -> Result<Option<(JobRecord, Option<u64>)>> {
+        self.inner.job_status(id).await
+    }
+    async fn list_jobs(&self, owner: Option<&str>, limit: u32) -> Result<Vec<JobRecord>> {
+        self.inner.list_jobs(owner, limit).await
+    }
+    async fn cancel(&self, id: Uuid, force: bool, by: &str) -> Result<CancelOutcome> {
+        let outcome = self.inner.cancel(id, force, by).await?;
+        if outcome == CancelOutcome::Cancelled {
+            let model = self.model_of(id).await;
+            self.metrics.finished(&model, "cancelled");
+        }
+        Ok(outcome)
+    }
+    async fn claim(&self, req: &ClaimRequest) -> Result<Option<Lease>> {
+        self.metrics.worker_seen(&req.worker_id);
+        let lease = self.inner.claim(req).await?;
+        if let Some(lease) = &lease {
+            let waited = (lease.job.started_at_ms.unwrap_or(lease.job.created_at_ms)
+                - lease.job.created_at_ms)
+                .max(0);
+            self.metrics
+                .wait_seconds
+                .get_or_create(&model(&lease.job.model_id))
+                .observe(waited as f64 / 1000.0);
+            self.metrics
+                .seen()
+                .1
+                .insert(lease.job.id, req.worker_id.clone());
+        }
+        Ok(lease)
+    }
+    async fn heartbeat(
+        &self,
+        lease: &LeaseRef,
+        progress: Option<ProgressUpdate>,
+        extend_ms: i64,
+    ) -> Result<HeartbeatReply> {
+        {
+            let mut seen = self.metrics.seen();
+            if let Some(worker) = seen.1.get(&lease.job_id).cloned() {
+                seen.0.insert(worker, Instant::now());
+            }
+        }
+        self.inner.heartbeat(lease, progress, extend_ms).await
+    }
+    async fn complete(&self, lease: &LeaseRef, result: &JobResult) -> Result<()> {
+        self.inner.complete(lease, result).await?;
+        let model = self.model_of(lease.job_id).await;
+        self.metrics.finished(&model, "completed");
+        self.metrics
+            .run_seconds
+            .get_or_create(&self::model(&model))
+            .observe(result.run_seconds);
+        self.metrics.job_ended(lease.job_id);
+        Ok(())
+    }
+    async fn fail(&self, lease: &LeaseRef, error: &str, retryable: bool) -> Result<FailOutcome> {
+        let outcome = self.inner.fail(lease, error, retryable).await?;
+        let model = self.model_of(lease.job_id).await;
+        match outcome {
+            FailOutcome::Requeued => self.metrics.retried(&model),
+            FailOutcome::Failed => self.metrics.finished(&model, "failed"),
+        }
+        self.metrics.job_ended(lease.job_id);
+        Ok(outcome)
+    }
+    async fn ack_cancelled(&self, lease: &LeaseRef) -> Result<()> {
+        self.inner.ack_cancelled(lease).await?;
+        let model = self.model_of(lease.job_id).await;
+        self.metrics.finished(&model, "cancelled");
+        self.metrics.job_ended(lease.job_id);
+        Ok(())
+    }
+    async fn reap_expired(&self, now_ms: i64) -> Result<Vec<ReapedJob>> {
+        let reaped = self.inner.reap_expired(now_ms).await?;
+        for job in &reaped {
+            self.metrics.lease_expiries.inc();
+            match job.outcome {
+                ReapOutcome::Requeued => self.metrics.retried(&job.model_id),
+                ReapOutcome::Failed => self.metrics.finished(&job.model_id, "failed"),
+                ReapOutcome::Cancelled => self.metrics.finished(&job.model_id, "cancelled"),
+            };
+            self.metrics.job_ended(job.id);
+        }
+        Ok(reaped)
+    }
+    async fn release_leases_of(&self, owner_prefix: &str) -> Result<u64> {
+        self.inner.release_leases_of(owner_prefix).await
+    }
+    async fn job_counts(&self) -> Result<Vec<JobCount>> {
+        self.inner.job_counts().await
+    }
+    fn queued_total(&self) -> u64 {
+        self.inner.queued_total()
+    }
+    fn job_available(&self) -> Arc<Notify> {
+        self.inner.job_available()
+    }
+    async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, String)> {
+        self.inner.create_key(key).await
+    }
+    async fn find_key_by_secret(&self, secret: &str) -> Result<Option<KeyRecord>> {
+        self.inner.find_key_by_secret(secret).await
+    }
+    async fn count_keys(&self) -> Result<u64> {
+        self.inner.count_keys().await
+    }
+}

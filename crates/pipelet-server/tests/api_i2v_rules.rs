@@ -1,0 +1,225 @@
+//! Image-to-video create rules through HTTP: the `data_uri` forms people send, images
+//! that are not images or lie about their size, `height`/`min_height`, and durations for
+//! the height class. (The derived output sizes are checked on finished videos in
+//! `api_render.rs`.)
+
+mod common;
+
+use common::images::{b64, b64_wrapped, crc32, jpeg, png, png_claiming};
+use common::{I2V, I2V_PRO, I2V_VIP, TestApp, expect_invalid, spawn_queue_only};
+use serde_json::{Value, json};
+
+async fn accepted(app: &TestApp, key: &str, body: Value) {
+    app.create(key, I2V, &body).await;
+}
+
+async fn refused(app: &TestApp, key: &str, body: Value, words: &[&str]) -> String {
+    let response = app.post_create(key, I2V, &body).await;
+    expect_invalid(response, words).await
+}
+
+#[test]
+fn the_hand_built_png_has_correct_crcs() {
+    assert_eq!(crc32(b"123456789"), 0xCBF4_3926, "the standard check value");
+    let file = png_claiming(100_000, 100_000);
+    // IHDR: length, type, 13 bytes of data, then the CRC of type + data.
+    assert_eq!(&file[12..16], b"IHDR");
+    assert_eq!(&file[16..20], &100_000u32.to_be_bytes());
+    let crc = u32::from_be_bytes(file[29..33].try_into().unwrap());
+    assert_eq!(crc, crc32(&file[12..29]));
+    assert_eq!(&file[file.len() - 8..], b"IEND\xAE\x42\x60\x82");
+    // And the image crate reads its header as a real PNG of that size.
+    let dims =
+        image::ImageReader::with_format(std::io::Cursor::new(&file), image::ImageFormat::Png)
+            .into_dimensions()
+            .expect("a valid PNG header");
+    assert_eq!(dims, (100_000, 100_000));
+}
+
+#[tokio::test]
+async fn data_uri_is_required_and_accepted_in_every_common_form() {
+    let app = spawn_queue_only().await;
+    let key = app.client_key().await;
+    let image = png(64, 48);
+    refused(&app, &key, json!({"prompt": "a zoom"}), &["data_uri"]).await;
+    refused(
+        &app,
+        &key,
+        json!({"prompt": "a zoom", "data_uri": ""}),
+        &["data_uri"],
+    )
+    .await;
+    refused(
+        &app,
+        &key,
+        json!({"prompt": "a zoom", "data_uri": 42}),
+        &["data_uri"],
+    )
+    .await;
+
+    let forms = [
+        b64(&image),
+        format!("data:image/png;base64,{}", b64(&image)),
+        b64_wrapped(&image),
+        format!("data:image/png;base64,{}", b64_wrapped(&image)),
+        b64(&jpeg(64, 48)),
+        format!("data:image/jpeg;base64,{}", b64(&jpeg(64, 48))),
+        b64(&image).trim_end_matches('=').to_string(),
+    ];
+    assert!(
+        b64_wrapped(&image).contains('\n'),
+        "the image is big enough to wrap"
+    );
+    for data_uri in forms {
+        let body = json!({"prompt": "a zoom", "data_uri": data_uri, "duration": 1});
+        accepted(&app, &key, body).await;
+    }
+    // The other tiers take the same input.
+    for model in [I2V_PRO, I2V_VIP] {
+        let body = json!({"prompt": "a zoom", "data_uri": b64(&image), "duration": 1});
+        app.create(&key, model, &body).await;
+    }
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_a_supported_image_are_422() {
+    let app = spawn_queue_only().await;
+    let key = app.client_key().await;
+    let cases = [
+        b64(b"hello, this is certainly not an image"),
+        "!!!! not base64 ????".to_string(),
+        format!("data:image/png,{}", b64(&png(16, 16))), // not marked base64
+        b64(&png(64, 48)[..40]),                         // truncated PNG
+        b64(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"),     // GIF is not supported
+    ];
+    for data_uri in cases {
+        refused(
+            &app,
+            &key,
+            json!({"prompt": "p", "data_uri": data_uri}),
+            &["data_uri"],
+        )
+        .await;
+    }
+    // A tiny PNG whose header claims 100000x100000 is refused from its header alone.
+    let huge = b64(&png_claiming(100_000, 100_000));
+    refused(
+        &app,
+        &key,
+        json!({"prompt": "p", "data_uri": huge}),
+        &["100000x100000"],
+    )
+    .await;
+    // A valid header within the limits but no pixels behind it.
+    let hollow = b64(&png_claiming(64, 64));
+    refused(
+        &app,
+        &key,
+        json!({"prompt": "p", "data_uri": hollow}),
+        &["data_uri"],
+    )
+    .await;
+    // Too elongated to animate (8:1).
+    let strip = b64(&png(400, 50));
+    refused(
+        &app,
+        &key,
+        json!({"prompt": "p", "data_uri": strip}),
+        &["aspect"],
+    )
+    .await;
+    // A remote URL is not fetched.
+    let remote = json!({"prompt": "p", "image_url": "https://example.com/cat.png"});
+    refused(&app, &key, remote, &["image_url"]).await;
+}
+
+#[tokio::test]
+async fn only_height_480_or_720_is_used() {
+    let app = spawn_queue_only().await;
+    let key = app.client_key().await;
+    let image = b64(&png(64, 48));
+    for height in [json!(480), json!(720), json!(720.0), json!(null)] {
+        let body = json!({"prompt": "p", "data_uri": image, "height": height, "duration": 1});
+        accepted(&app, &key, body).await;
+    }
+    // width is ignored, whatever it says.
+    let body = json!({"prompt": "p", "data_uri": image, "width": 1234, "duration": 1});
+    accepted(&app, &key, body).await;
+    for height in [
+        json!(1080),
+        json!(360),
+        json!(832),
+        json!("720"),
+        json!(-480),
+    ] {
+        let body = json!({"prompt": "p", "data_uri": image, "height": height});
+        refused(&app, &key, body, &["height"]).await;
+    }
+    let body = json!({"prompt": "p", "data_uri": image, "height": 1080});
+    refused(&app, &key, body, &["480", "720"]).await;
+    for min_height in [json!(600), json!(1080), json!("480")] {
+        let body = json!({"prompt": "p", "data_uri": image, "min_height": min_height});
+        refused(&app, &key, body, &["min_height"]).await;
+    }
+}
+
+#[tokio::test]
+async fn i2v_durations_follow_the_height_class() {
+    let app = spawn_queue_only().await;
+    let key = app.client_key().await;
+    let image = b64(&png(64, 48));
+    let with = |extra: Value| {
+        let mut body = json!({"prompt": "p", "data_uri": image});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    accepted(&app, &key, with(json!({"duration": 7}))).await;
+    accepted(&app, &key, with(json!({"height": 720, "duration": 5}))).await;
+    accepted(&app, &key, with(json!({"height": 720}))).await; // the default 5 s
+    refused(&app, &key, with(json!({"duration": 8})), &["duration", "7"]).await;
+    refused(
+        &app,
+        &key,
+        with(json!({"height": 720, "duration": 6})),
+        &["duration", "5"],
+    )
+    .await;
+    // min_height 720 makes it 720-class too.
+    let raised = with(json!({"height": 480, "min_height": 720, "duration": 6}));
+    refused(&app, &key, raised, &["duration"]).await;
+    accepted(&app, &key, with(json!({"min_height": 480, "duration": 7}))).await;
+    for duration in [json!(0), json!(5.5), json!("5")] {
+        refused(
+            &app,
+            &key,
+            with(json!({"duration": duration})),
+            &["duration"],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn i2v_options_are_accepted_and_type_checked() {
+    let app = spawn_queue_only().await;
+    let key = app.client_key().await;
+    let image = b64(&png(48, 64));
+    let ok = [
+        json!({"use_best_resolution": true}),
+        json!({"use_best_resolution": false, "min_height": 480}),
+        json!({"higher_quality_with_more_steps": true, "priority": 3}),
+    ];
+    for extra in ok {
+        let mut body = json!({"prompt": "p", "data_uri": image, "duration": 1});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        accepted(&app, &key, body).await;
+    }
+    let body = json!({"prompt": "p", "data_uri": image, "use_best_resolution": "yes"});
+    refused(&app, &key, body, &["use_best_resolution"]).await;
+    // The prompt is required for image-to-video too.
+    refused(&app, &key, json!({"data_uri": image}), &["prompt"]).await;
+}
