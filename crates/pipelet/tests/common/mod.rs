@@ -17,11 +17,24 @@ pub struct Server {
 
 /// Starts `pipelet serve` on a free port and waits until it listens.
 pub fn start_server(data_dir: &Path, extra: &[&str]) -> Server {
+    start_server_on(data_dir, "127.0.0.1:0", extra)
+}
+
+/// A port that was free a moment ago, for a server that must come back on the same one.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Starts `pipelet serve` listening on `listen` and waits until it listens.
+pub fn start_server_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pipelet"))
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -55,11 +68,7 @@ impl Server {
     }
 
     pub fn sigterm(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
+        sigterm(&self.child);
     }
 
     pub async fn create(&self, client: &reqwest::Client, model: &str, body: Value) -> Value {
@@ -114,6 +123,58 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Creates a key with `pipelet keys create` and returns it.
+pub fn create_key(data_dir: &Path, name: &str, role: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipelet"))
+        .args([
+            "keys",
+            "create",
+            "--name",
+            name,
+            "--role",
+            role,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .output()
+        .expect("keys create");
+    assert!(
+        out.status.success(),
+        "keys create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
+/// Starts `pipelet worker` against `server` with a worker key.
+pub fn start_worker(server: &str, key: &str, name: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_pipelet"))
+        .args(["worker", "--server", server, "--key", key, "--name", name])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn pipelet worker")
+}
+
+/// kill -9 of any child.
+pub fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
 }
 
 pub fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {
