@@ -234,6 +234,7 @@ fn spawn_workers(
                 poll_wait: Duration::from_secs(30),
                 scratch_dir: scratch.clone(),
                 delivery_timeout: Duration::from_secs(60),
+                pipelined_delivery: true,
             },
         );
         tasks.spawn(worker.run(stop.clone(), abort.clone()));

@@ -32,7 +32,13 @@ pub struct WorkerConfig {
     /// How long a finished video's delivery (or a failure report) is retried while the
     /// server is unreachable.
     pub delivery_timeout: Duration,
+    /// Hand a finished video in while the next job already renders, so the runner
+    /// (the GPU) never waits on uploads and database commits.
+    pub pipelined_delivery: bool,
 }
+
+/// Finished videos being handed in at once, at most, before the worker waits.
+const MAX_PENDING_DELIVERIES: usize = 2;
 
 /// What one [`Worker::step`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +50,8 @@ pub enum StepOutcome {
     Cancelled(Uuid),
     /// The lease was lost mid-job; someone else owns the job now.
     LeaseLost(Uuid),
+    /// Rendered; the video is being handed in in the background.
+    Delivering(Uuid),
 }
 
 pub struct Worker {
@@ -51,6 +59,7 @@ pub struct Worker {
     runner: Arc<dyn Runner>,
     config: WorkerConfig,
     loaded: Option<Pipeline>,
+    deliveries: tokio::task::JoinSet<()>,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -72,6 +81,7 @@ impl Worker {
             runner,
             config,
             loaded: None,
+            deliveries: tokio::task::JoinSet::new(),
         }
     }
 
@@ -100,14 +110,38 @@ impl Worker {
         };
         self.loaded = Some(job.pipeline);
         let span = tracing::info_span!("job", id = %job.lease.job_id, model = %job.model_id, attempt = job.attempt);
-        async {
+        let ran = async {
             tracing::info!("job started");
-            let outcome = self.run_job(&job, abort).await;
-            tracing::info!(outcome = ?outcome, "job ended");
-            outcome
+            self.run_job(&job, abort).await
         }
-        .instrument(span)
-        .await
+        .instrument(span.clone())
+        .await?;
+        let outcome = match ran {
+            Ran::Ended(outcome) => outcome,
+            Ran::Rendered(delivery) if self.config.pipelined_delivery => {
+                while self.deliveries.len() >= MAX_PENDING_DELIVERIES {
+                    self.deliveries.join_next().await;
+                }
+                self.deliveries.spawn(
+                    async move {
+                        let outcome = delivery.deliver().await;
+                        tracing::info!(outcome = ?outcome, "job ended");
+                    }
+                    .instrument(span.clone()),
+                );
+                StepOutcome::Delivering(id_of(&job))
+            }
+            Ran::Rendered(delivery) => delivery.deliver().instrument(span.clone()).await?,
+        };
+        if !matches!(outcome, StepOutcome::Delivering(_)) {
+            tracing::info!(parent: &span, outcome = ?outcome, "job ended");
+        }
+        Ok(outcome)
+    }
+
+    /// Waits until every video handed to a background delivery is in.
+    pub async fn finish_deliveries(&mut self) {
+        while self.deliveries.join_next().await.is_some() {}
     }
 
     /// Runs until `stop` fires, then finishes the job in hand; `abort` cuts that short.
@@ -126,6 +160,8 @@ impl Worker {
                 }
             }
         }
+        // Videos already rendered are handed in before the worker stops.
+        self.finish_deliveries().await;
         tracing::info!(worker = %self.config.worker_id, "worker stopped");
     }
 
@@ -133,13 +169,19 @@ impl Worker {
         &self,
         job: &Assignment,
         abort: &CancellationToken,
-    ) -> Result<StepOutcome, SourceError> {
+    ) -> Result<Ran, SourceError> {
         let id = job.lease.job_id;
         let image = match job.pipeline {
             Pipeline::I2v => match self.source.fetch_input(job).await {
                 Ok(bytes) => Some(Arc::new(bytes)),
-                Err(SourceError::LeaseLost) => return Ok(StepOutcome::LeaseLost(id)),
-                Err(e) => return self.report_failure(&job.lease, &e.to_string(), true).await,
+                Err(SourceError::LeaseLost) => return Ok(Ran::Ended(StepOutcome::LeaseLost(id))),
+                Err(e) => {
+                    return self
+                        .reporter()
+                        .report_failure(&job.lease, &e.to_string(), true)
+                        .await
+                        .map(Ran::Ended);
+                }
             },
             Pipeline::T2v => None,
         };
@@ -211,62 +253,131 @@ impl Worker {
             }
         };
 
+        let reporter = self.reporter();
         let outcome = match (result, stop) {
             (Ok(output), None) => {
-                let result = |blob| JobResult {
-                    blob,
-                    bytes: output.bytes,
-                    width: output.width,
-                    height: output.height,
-                    frames: output.frames,
-                    fps: output.fps,
-                    backend: output.backend.to_string(),
+                return Ok(Ran::Rendered(Delivery {
+                    reporter,
+                    lease: job.lease,
+                    output,
                     run_seconds: started.elapsed().as_secs_f64(),
-                };
-                // The video exists: keep trying to hand it in while the server is away.
-                let delivered = self
-                    .retrying("deliver the result", || async {
-                        // Also keeps the lease alive while we retry.
-                        self.source.heartbeat(&job.lease, None).await?;
-                        let blob = self.source.upload_result(&job.lease, &output.path).await?;
-                        self.source.complete(&job.lease, &result(blob)).await
-                    })
-                    .await;
-                match delivered {
-                    Ok(()) => Ok(StepOutcome::Completed(id)),
-                    Err(SourceError::LeaseLost) => Ok(StepOutcome::LeaseLost(id)),
-                    Err(e) => self.report_failure(&job.lease, &e.to_string(), true).await,
-                }
+                }));
             }
             (_, Some(StopReason::LeaseLost)) => Ok(StepOutcome::LeaseLost(id)),
             (_, Some(StopReason::CancelRequested)) => {
-                match self.source.ack_cancelled(&job.lease).await {
+                let source = reporter.source.clone();
+                match reporter
+                    .retrying("report the cancel", || source.ack_cancelled(&job.lease))
+                    .await
+                {
                     Ok(()) => Ok(StepOutcome::Cancelled(id)),
                     Err(SourceError::LeaseLost) => Ok(StepOutcome::LeaseLost(id)),
                     Err(e) => Err(e),
                 }
             }
             (_, Some(StopReason::Shutdown)) => {
-                self.report_failure(
-                    &job.lease,
-                    "the worker shut down before the job finished",
-                    true,
-                )
-                .await
+                reporter
+                    .report_failure(
+                        &job.lease,
+                        "the worker shut down before the job finished",
+                        true,
+                    )
+                    .await
             }
             (Err(RunnerError::Permanent(msg)), None) => {
-                self.report_failure(&job.lease, &msg, false).await
+                reporter.report_failure(&job.lease, &msg, false).await
             }
-            (Err(e), None) => self.report_failure(&job.lease, &e.to_string(), true).await,
+            (Err(e), None) => {
+                reporter
+                    .report_failure(&job.lease, &e.to_string(), true)
+                    .await
+            }
         };
-        if let Err(e) = tokio::fs::remove_file(&out).await
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %out.display(), error = %e, "cannot remove scratch file");
-        }
-        outcome
+        remove_scratch(&out).await;
+        outcome.map(Ran::Ended)
     }
 
+    fn reporter(&self) -> Reporter {
+        Reporter {
+            source: self.source.clone(),
+            delivery_timeout: self.config.delivery_timeout,
+        }
+    }
+}
+
+fn id_of(job: &Assignment) -> Uuid {
+    job.lease.job_id
+}
+
+async fn remove_scratch(path: &std::path::Path) {
+    if let Err(e) = tokio::fs::remove_file(path).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove scratch file");
+    }
+}
+
+/// How a rendered job continues.
+enum Ran {
+    Ended(StepOutcome),
+    Rendered(Delivery),
+}
+
+/// Reports to the source, retrying while it is unreachable.
+#[derive(Clone)]
+struct Reporter {
+    source: Arc<dyn JobSource>,
+    delivery_timeout: Duration,
+}
+
+/// A rendered video on its way to the server.
+struct Delivery {
+    reporter: Reporter,
+    lease: LeaseRef,
+    output: pipelet_runner::RenderOutput,
+    run_seconds: f64,
+}
+
+impl Delivery {
+    async fn deliver(self) -> Result<StepOutcome, SourceError> {
+        let Delivery {
+            reporter,
+            lease,
+            output,
+            run_seconds,
+        } = self;
+        let id = lease.job_id;
+        let source = reporter.source.clone();
+        let result = |blob| JobResult {
+            blob,
+            bytes: output.bytes,
+            width: output.width,
+            height: output.height,
+            frames: output.frames,
+            fps: output.fps,
+            backend: output.backend.to_string(),
+            run_seconds,
+        };
+        // The video exists: keep trying to hand it in while the server is away.
+        let delivered = reporter
+            .retrying("deliver the result", || async {
+                // Also keeps the lease alive while we retry.
+                source.heartbeat(&lease, None).await?;
+                let blob = source.upload_result(&lease, &output.path).await?;
+                source.complete(&lease, &result(blob)).await
+            })
+            .await;
+        let outcome = match delivered {
+            Ok(()) => Ok(StepOutcome::Completed(id)),
+            Err(SourceError::LeaseLost) => Ok(StepOutcome::LeaseLost(id)),
+            Err(e) => reporter.report_failure(&lease, &e.to_string(), true).await,
+        };
+        remove_scratch(&output.path).await;
+        outcome
+    }
+}
+
+impl Reporter {
     async fn report_failure(
         &self,
         lease: &LeaseRef,
@@ -293,7 +404,7 @@ impl Worker {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, SourceError>>,
     {
-        let deadline = Instant::now() + self.config.delivery_timeout;
+        let deadline = Instant::now() + self.delivery_timeout;
         let mut backoff = Duration::from_millis(100);
         loop {
             match call().await {

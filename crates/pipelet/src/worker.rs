@@ -133,6 +133,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
                 poll_wait: Duration::from_secs(args.poll_secs),
                 scratch_dir: scratch.clone(),
                 delivery_timeout: Duration::from_secs(args.delivery_timeout_secs),
+                pipelined_delivery: true,
             },
         );
         loops.spawn(worker.run(stop.clone(), abort.clone()));
