@@ -1,5 +1,6 @@
 //! The `pipelet` binary: parses the command line and hands over to the library crates.
 
+mod client;
 mod keys;
 mod signals;
 mod worker;
@@ -39,6 +40,34 @@ enum Command {
     Serve(ServeArgs),
     /// Run a remote worker that pulls jobs from a server over HTTP.
     Worker(worker::WorkerArgs),
+    /// Submit a request and wait for its video, with a progress bar.
+    Submit {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        args: client::SubmitArgs,
+    },
+    /// Show a request's status.
+    Status {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        args: client::RequestArgs,
+    },
+    /// Cancel a queued request.
+    Cancel {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        args: client::RequestArgs,
+    },
+    /// Wait for a request and write its MP4.
+    Result {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        args: client::ResultArgs,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -81,6 +110,10 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Keys { command } => keys::run(command).await,
         Command::Worker(args) => worker::run(args).await,
+        Command::Submit { server, args } => client::submit(server, args).await,
+        Command::Status { server, args } => client::status(server, args).await,
+        Command::Cancel { server, args } => client::cancel(server, args).await,
+        Command::Result { server, args } => client::result(server, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
