@@ -254,7 +254,7 @@ impl PollPlan {
             .round()
             .max(1.0) as usize;
         if let Some(only) = self.only {
-            return vec![only; pairs * 2];
+            return vec![only; pairs];
         }
         (0..pairs)
             .flat_map(|k| {
@@ -442,6 +442,6 @@ mod tests {
             only: Some(S),
             ..plan
         };
-        assert_eq!(only.schedule(), vec![S; 8]);
+        assert_eq!(only.schedule(), vec![S; 4]);
     }
 }

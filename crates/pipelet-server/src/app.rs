@@ -111,6 +111,9 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        // With port 0 the real address is only known now; links fall back to it.
+        let mut config = config;
+        config.listen = listener.local_addr()?;
         let jobs = Arc::new(LocalSource::new(store.clone(), blobs.clone(), config.lease));
         let state = AppState {
             store,

@@ -22,6 +22,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{}", .0.detail)]
     Invalid(InputError),
+    /// Well-formed JSON of the wrong shape (outside the validated create body).
+    #[error("{0}")]
+    Unprocessable(String),
     /// The request conflicts with the job's state; the body carries that state.
     #[error("{detail}")]
     Conflict {
@@ -47,7 +50,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid(_) | ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

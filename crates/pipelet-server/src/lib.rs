@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+mod extract;
 pub mod metrics;
 mod result_body;
 mod router;

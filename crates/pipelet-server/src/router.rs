@@ -48,6 +48,10 @@ pub fn router(state: AppState) -> Router {
         .route("/queue/{model_id}", post(queue::create))
         .route("/queue/{model_id}/requests/{id}", get(queue::result))
         .route("/queue/{model_id}/requests/{id}/status", get(queue::status))
+        .route(
+            "/queue/{model_id}/requests/{id}/status/stream",
+            crate::routes::stream::route(),
+        )
         .route("/queue/{model_id}/requests/{id}/cancel", put(queue::cancel))
         .route("/worker/v1/claim", post(worker::claim))
         .route("/worker/v1/jobs/{id}/heartbeat", post(worker::heartbeat))
@@ -62,6 +66,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/models", get(crate::routes::models::list))
+        .route("/", get(crate::routes::playground::page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

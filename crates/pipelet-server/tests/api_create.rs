@@ -244,7 +244,7 @@ async fn unknown_paths_and_wrong_methods_answer_json() {
     let key = app.admin_key.clone();
     let id = Uuid::new_v4();
     for path in [
-        "/",
+        "/nope/deeper",
         "/nope",
         "/queue",
         &format!("/queue/{T2V}/requests"),

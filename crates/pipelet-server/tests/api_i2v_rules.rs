@@ -223,3 +223,43 @@ async fn i2v_options_are_accepted_and_type_checked() {
     // The prompt is required for image-to-video too.
     refused(&app, &key, json!({"data_uri": image}), &["prompt"]).await;
 }
+
+#[tokio::test]
+async fn image_bytes_and_pixels_are_bounded() {
+    let app = common::spawn_app_with(|c| {
+        c.workers = 0;
+        c.limits.max_image_bytes = 2048;
+        c.limits.max_image_pixels = 64 * 64;
+    })
+    .await;
+    let key = app.client_key().await;
+    // Within both bounds.
+    accepted(
+        &app,
+        &key,
+        json!({"prompt": "p", "data_uri": b64(&png(16, 16)), "duration": 1}),
+    )
+    .await;
+    // A file over the byte bound (noise does not compress).
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut big = png(16, 16);
+    big.extend_from_slice(&noise);
+    refused(
+        &app,
+        &key,
+        json!({"prompt": "p", "data_uri": b64(&big)}),
+        &["data_uri", "2048"],
+    )
+    .await;
+    // A header over the pixel bound is refused before decoding.
+    let wide = b64(&png_claiming(128, 64));
+    refused(
+        &app,
+        &key,
+        json!({"prompt": "p", "data_uri": wide}),
+        &["128x64", "4096"],
+    )
+    .await;
+}

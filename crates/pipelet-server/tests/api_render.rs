@@ -136,10 +136,11 @@ async fn i2v_best_resolution_and_min_height_change_the_output_size() {
 #[tokio::test]
 async fn a_longer_job_reports_progress_while_it_runs() {
     let app = spawn_app().await;
-    // 5 s at 832x480 is 81 frames: long enough for several progress heartbeats (the
-    // worker reports at most every 250 ms).
-    let body = json!({"prompt": "waves on a beach at dusk", "duration": 5});
-    let progress = run_to_completion(&app, T2V, body, (832, 480, 81)).await;
+    // 5 s is 81 frames: long enough for several progress heartbeats (the worker
+    // reports at most every 250 ms).
+    let body = json!({"prompt": "waves on a beach at dusk", "width": 512, "height": 512,
+                      "duration": 5});
+    let progress = run_to_completion(&app, T2V, body, (512, 512, 81)).await;
     assert!(
         progress.iter().any(|&done| done > 0),
         "no 'Progress: i/N Tasks done' with i > 0 was seen while the job ran: {progress:?}"

@@ -196,3 +196,57 @@ async fn status_and_cancel_of_an_unknown_request_are_404() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn malformed_paths_and_query_strings_answer_json() {
+    let app = spawn_queue_only().await;
+    let key = app.client_key().await;
+    let created = app.create_t2v(&key, T2V, 0).await;
+    let status_url = str_field(&created, "status_url");
+    let cancel_url = str_field(&created, "cancel_url");
+
+    // A path segment that is not UTF-8 names no model and no request.
+    let bad_model = app.url("/queue/%FF");
+    let response = app
+        .client
+        .post(&bad_model)
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"prompt": "a"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::NOT_FOUND).await;
+    let id = str_field(&created, "request_id");
+    for path in [
+        format!("/queue/%FF/requests/{id}/status"),
+        format!("/queue/{T2V}/requests/%C3%28/status"),
+    ] {
+        expect_error(app.get(&app.url(&path), &key).await, StatusCode::NOT_FOUND).await;
+    }
+    expect_error(
+        app.put(&app.url(&format!("/queue/%FF/requests/{id}/cancel")), &key)
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    expect_error(
+        app.get(&app.url(&format!("/queue/%FF/requests/{id}")), &key)
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    // A query parameter given twice is a 400 with a JSON detail, and changes nothing.
+    let response = app.get(&format!("{status_url}?logs=1&logs=0"), &key).await;
+    expect_error(response, StatusCode::BAD_REQUEST).await;
+    let response = app
+        .put(&format!("{cancel_url}?force=1&force=0"), &key)
+        .await;
+    expect_error(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(app.status(status_url, &key).await["status"], "IN_QUEUE");
+    // Unknown query parameters are ignored, like unknown body fields.
+    let status = app
+        .status(&format!("{status_url}?fal_webhook=x&verbose=1"), &key)
+        .await;
+    assert_eq!(status["queue_position"], 0, "{status}");
+}

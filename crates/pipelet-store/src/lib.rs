@@ -1,12 +1,14 @@
 //! pipelet's durable state. The [`Store`] trait owns the job state machine
 //! (queued → running → completed | failed | cancelled, with re-queues on lost leases),
 //! fenced leases, exact queue positions and API keys; [`blob::Blobs`] owns input images
-//! and result videos. SQLite is the embedded implementation; the trait is shaped so a
-//! PostgreSQL one can pass the same conformance tests.
+//! and result videos. SQLite is the embedded implementation, PostgreSQL the shared one
+//! for several servers; both pass the same conformance tests.
 
 pub mod blob;
+mod dispatch;
 mod error;
 pub mod keys;
+pub mod postgres;
 mod queue_index;
 pub mod sqlite;
 mod types;

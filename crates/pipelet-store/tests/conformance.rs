@@ -1,17 +1,46 @@
-//! The store conformance suite: every test takes a fresh `dyn Store`, so the same
-//! assertions hold for each implementation (SQLite here; PostgreSQL runs them too).
+//! The store conformance suite: every test body takes a fresh `dyn Store`, and the
+//! [`conformance!`] macro runs each one against every implementation: `sqlite::<test>`
+//! on a temporary file and `postgres::<test>` on a fresh PostgreSQL database (see
+//! `support/mod.rs`: it must be reachable unless `PIPELET_SKIP_POSTGRES=1`).
+
+mod support;
 
 use std::sync::Arc;
 
 use pipelet_api::Pipeline;
+use pipelet_store::postgres::PgStore;
 use pipelet_store::sqlite::SqliteStore;
 use pipelet_store::*;
 use uuid::Uuid;
 
+enum Backend {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+    },
+    Postgres(support::PgTestDb),
+}
+
 struct Fixture {
     store: Arc<dyn Store>,
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
+    backend: Backend,
+}
+
+impl Fixture {
+    /// A second store on the same data, as after a server restart.
+    async fn reopen(&self) -> Arc<dyn Store> {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => Arc::new(SqliteStore::open(path).await.unwrap()),
+            Backend::Postgres(db) => Arc::new(PgStore::connect(&db.url).await.unwrap()),
+        }
+    }
+
+    async fn finish(self) {
+        drop(self.store);
+        if let Backend::Postgres(db) = self.backend {
+            db.drop_db().await;
+        }
+    }
 }
 
 async fn sqlite() -> Fixture {
@@ -20,10 +49,58 @@ async fn sqlite() -> Fixture {
     let store = Arc::new(SqliteStore::open(&path).await.unwrap());
     Fixture {
         store,
-        _dir: dir,
-        path,
+        backend: Backend::Sqlite { _dir: dir, path },
     }
 }
+
+async fn postgres() -> Option<Fixture> {
+    let db = support::pg_test_db().await?;
+    let store = Arc::new(PgStore::connect(&db.url).await.unwrap());
+    Some(Fixture {
+        store,
+        backend: Backend::Postgres(db),
+    })
+}
+
+/// Generates `sqlite::<name>` and `postgres::<name>` tests from `async fn <name>(&Fixture)`.
+macro_rules! conformance {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let f = super::sqlite().await;
+                    super::$test(&f).await;
+                    f.finish().await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let Some(f) = super::postgres().await else {
+                        return;
+                    };
+                    super::$test(&f).await;
+                    f.finish().await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    positions_follow_priority_then_age_per_pipeline,
+    cancel_rules,
+    leases_are_fenced,
+    retries_then_fails_after_last_attempt,
+    loaded_pipeline_is_preferred_until_another_waits_too_long,
+    release_leases_of_a_previous_run,
+    concurrent_creates_are_all_committed_in_order,
+    state_and_positions_survive_reopen,
+    keys_are_found_by_secret_only,
+);
 
 fn new_job(pipeline: Pipeline, priority: i64) -> NewJob {
     NewJob {
@@ -53,9 +130,7 @@ async fn position(store: &dyn Store, id: Uuid) -> Option<u64> {
     store.job_status(id).await.unwrap().unwrap().1
 }
 
-#[tokio::test]
-async fn positions_follow_priority_then_age_per_pipeline() {
-    let f = sqlite().await;
+async fn positions_follow_priority_then_age_per_pipeline(f: &Fixture) {
     let s = f.store.as_ref();
     let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
     let b = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
@@ -88,9 +163,7 @@ async fn positions_follow_priority_then_age_per_pipeline() {
     assert_eq!(next.job.id, a.id, "then age");
 }
 
-#[tokio::test]
-async fn cancel_rules() {
-    let f = sqlite().await;
+async fn cancel_rules(f: &Fixture) {
     let s = f.store.as_ref();
     let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
     let b = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
@@ -159,9 +232,7 @@ fn result() -> JobResult {
     }
 }
 
-#[tokio::test]
-async fn leases_are_fenced() {
-    let f = sqlite().await;
+async fn leases_are_fenced(f: &Fixture) {
     let s = f.store.as_ref();
     let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
     // An already-expired lease, so the reaper takes it back at once.
@@ -220,9 +291,7 @@ async fn leases_are_fenced() {
     ));
 }
 
-#[tokio::test]
-async fn retries_then_fails_after_last_attempt() {
-    let f = sqlite().await;
+async fn retries_then_fails_after_last_attempt(f: &Fixture) {
     let s = f.store.as_ref();
     let a = s.create_job(new_job(Pipeline::I2v, 0)).await.unwrap();
     for attempt in 1..=3u32 {
@@ -280,9 +349,7 @@ async fn retries_then_fails_after_last_attempt() {
     assert!(job.error.unwrap().contains("gave up after 3 attempts"));
 }
 
-#[tokio::test]
-async fn loaded_pipeline_is_preferred_until_another_waits_too_long() {
-    let f = sqlite().await;
+async fn loaded_pipeline_is_preferred_until_another_waits_too_long(f: &Fixture) {
     let s = f.store.as_ref();
     let i2v = s.create_job(new_job(Pipeline::I2v, 0)).await.unwrap();
     let t2v = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
@@ -300,9 +367,7 @@ async fn loaded_pipeline_is_preferred_until_another_waits_too_long() {
     assert_eq!(lease.job.id, t2v2.id);
 }
 
-#[tokio::test]
-async fn release_leases_of_a_previous_run() {
-    let f = sqlite().await;
+async fn release_leases_of_a_previous_run(f: &Fixture) {
     let s = f.store.as_ref();
     let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
     let b = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
@@ -321,9 +386,7 @@ async fn release_leases_of_a_previous_run() {
     assert_eq!(s.release_leases_of("worker_").await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn concurrent_creates_are_all_committed_in_order() {
-    let f = sqlite().await;
+async fn concurrent_creates_are_all_committed_in_order(f: &Fixture) {
     let mut handles = Vec::new();
     for _ in 0..300 {
         let store = f.store.clone();
@@ -346,9 +409,7 @@ async fn concurrent_creates_are_all_committed_in_order() {
     assert_eq!(f.store.list_jobs(Some("other"), 5).await.unwrap().len(), 0);
 }
 
-#[tokio::test]
-async fn state_and_positions_survive_reopen() {
-    let f = sqlite().await;
+async fn state_and_positions_survive_reopen(f: &Fixture) {
     let s = f.store.as_ref();
     let a = s.create_job(new_job(Pipeline::T2v, 5)).await.unwrap();
     let b = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
@@ -362,9 +423,9 @@ async fn state_and_positions_survive_reopen() {
         })
         .await
         .unwrap();
-    let reopened = SqliteStore::open(&f.path).await.unwrap();
-    assert_eq!(position(&reopened, a.id).await, Some(0));
-    assert_eq!(position(&reopened, c.id).await, Some(1));
+    let reopened = f.reopen().await;
+    assert_eq!(position(reopened.as_ref(), a.id).await, Some(0));
+    assert_eq!(position(reopened.as_ref(), c.id).await, Some(1));
     assert_eq!(
         reopened.get_job(b.id).await.unwrap().unwrap().state,
         JobState::Cancelled
@@ -375,9 +436,7 @@ async fn state_and_positions_survive_reopen() {
     );
 }
 
-#[tokio::test]
-async fn keys_are_found_by_secret_only() {
-    let f = sqlite().await;
+async fn keys_are_found_by_secret_only(f: &Fixture) {
     let s = f.store.as_ref();
     assert_eq!(s.count_keys().await.unwrap(), 0);
     let (key, secret) = s

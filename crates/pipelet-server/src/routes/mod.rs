@@ -1,5 +1,8 @@
 //! The router: which path goes to which handler, and the layers around them.
 
 pub mod health;
+pub mod models;
+pub mod playground;
 pub mod queue;
+pub mod stream;
 pub mod worker;

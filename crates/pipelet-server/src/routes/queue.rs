@@ -3,8 +3,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pipelet_api::wire::CreateResponse;
@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::result_body;
 use crate::state::AppState;
 use crate::status_view::{self, wire_status};
@@ -90,7 +91,7 @@ pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     base: BaseUrl,
-    Path(model_id): Path<String>,
+    ApiPath(model_id): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CreateResponse>, ApiError> {
     principal.require_client()?;
@@ -160,7 +161,7 @@ pub async fn create(
 }
 
 /// Loads a job the caller may see under this model, or 404 (never 403: ids leak nothing).
-async fn visible_job(
+pub(crate) async fn visible_job(
     state: &AppState,
     principal: &Principal,
     model_id: &str,
@@ -190,8 +191,8 @@ pub async fn status(
     State(state): State<AppState>,
     principal: Principal,
     base: BaseUrl,
-    Path((model_id, id)): Path<(String, String)>,
-    Query(query): Query<StatusQuery>,
+    ApiPath((model_id, id)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<StatusQuery>,
 ) -> Result<Response, ApiError> {
     let (job, position) = visible_job(&state, &principal, &model_id, &id).await?;
     let body = status_view::status_response(&job, position, &base, truthy(&query.logs), now_ms());
@@ -207,8 +208,8 @@ pub struct CancelQuery {
 pub async fn cancel(
     State(state): State<AppState>,
     principal: Principal,
-    Path((model_id, id)): Path<(String, String)>,
-    Query(query): Query<CancelQuery>,
+    ApiPath((model_id, id)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<CancelQuery>,
 ) -> Result<Response, ApiError> {
     let (job, _) = visible_job(&state, &principal, &model_id, &id).await?;
     let force = truthy(&query.force);
@@ -244,7 +245,7 @@ pub async fn cancel(
 pub async fn result(
     State(state): State<AppState>,
     principal: Principal,
-    Path((model_id, id)): Path<(String, String)>,
+    ApiPath((model_id, id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (job, position) = visible_job(&state, &principal, &model_id, &id).await?;
     let Some(result) = job.result.as_ref().filter(|_| job.state.is_terminal()) else {

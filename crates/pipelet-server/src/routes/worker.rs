@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 /// Longest worker name accepted.
@@ -67,7 +68,7 @@ async fn leased(state: &AppState, id: Uuid, token: i64) -> Result<JobRecord, Api
 pub async fn claim(
     State(state): State<AppState>,
     principal: Principal,
-    Json(body): Json<ClaimBody>,
+    ApiJson(body): ApiJson<ClaimBody>,
 ) -> Result<Response, ApiError> {
     require_worker(&principal)?;
     let name = body.worker_id.trim();
@@ -121,8 +122,8 @@ pub async fn claim(
 pub async fn heartbeat(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    Json(body): Json<HeartbeatBody>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<HeartbeatBody>,
 ) -> Result<Json<HeartbeatAnswer>, ApiError> {
     require_worker(&principal)?;
     let lease = LeaseRef {
@@ -153,8 +154,8 @@ pub struct TokenQuery {
 pub async fn input(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    Query(q): Query<TokenQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TokenQuery>,
 ) -> Result<Response, ApiError> {
     require_worker(&principal)?;
     let job = leased(&state, job_id(&id)?, q.lease_token).await?;
@@ -176,8 +177,8 @@ pub async fn input(
 pub async fn upload_result(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    Query(q): Query<TokenQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TokenQuery>,
     body: Body,
 ) -> Result<Json<UploadAnswer>, ApiError> {
     require_worker(&principal)?;
@@ -202,8 +203,8 @@ pub async fn upload_result(
 pub async fn complete(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    Json(body): Json<CompleteBody>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<CompleteBody>,
 ) -> Result<StatusCode, ApiError> {
     require_worker(&principal)?;
     let id = job_id(&id)?;
@@ -242,8 +243,8 @@ pub async fn complete(
 pub async fn fail(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    Json(body): Json<FailBody>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<FailBody>,
 ) -> Result<StatusCode, ApiError> {
     require_worker(&principal)?;
     let lease = LeaseRef {
@@ -263,8 +264,8 @@ pub async fn fail(
 pub async fn cancelled(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
-    Json(body): Json<LeaseBody>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<LeaseBody>,
 ) -> Result<StatusCode, ApiError> {
     require_worker(&principal)?;
     let lease = LeaseRef {

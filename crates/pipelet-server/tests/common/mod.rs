@@ -8,15 +8,15 @@
 
 #![allow(dead_code)]
 
+mod fake_worker;
 pub mod images;
 pub mod media;
 
 use std::time::{Duration, Instant};
 
-use pipelet_api::Pipeline;
 use pipelet_server::state::AppState;
 use pipelet_server::{Application, Config};
-use pipelet_store::{ClaimRequest, Lease, NewKey, ProgressUpdate, Role};
+use pipelet_store::{NewKey, Role};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
@@ -252,41 +252,6 @@ impl TestApp {
             .decode(&data)
             .expect("video.data_uri is standard base64");
         (Value::Object(video), mp4)
-    }
-
-    /// Plays a worker: leases the next queued job of `pipeline` (it becomes IN_PROGRESS).
-    pub async fn claim(&self, pipeline: Pipeline) -> Lease {
-        let request = ClaimRequest {
-            worker_id: "worker:api-test".into(),
-            pipelines: vec![pipeline],
-            loaded: None,
-            lease_ms: 600_000,
-            max_wait_for_switch_ms: 60_000,
-        };
-        self.state
-            .store
-            .claim(&request)
-            .await
-            .expect("claim")
-            .expect("a queued job to claim")
-    }
-
-    /// Reports progress on a leased job, as a worker's heartbeat does.
-    pub async fn report_progress(&self, lease: &Lease, done: u32, total: u32) {
-        self.state
-            .store
-            .heartbeat(&lease.lease, Some(ProgressUpdate { done, total }), 600_000)
-            .await
-            .expect("heartbeat");
-    }
-
-    /// Ends a leased job FAILED for good with `reason`.
-    pub async fn fail(&self, lease: &Lease, reason: &str) {
-        self.state
-            .store
-            .fail(&lease.lease, reason, false)
-            .await
-            .expect("fail the job");
     }
 }
 

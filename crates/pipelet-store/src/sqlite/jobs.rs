@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::rows::{JOB_COLUMNS, job_from_row, result_json};
 use super::{PendingCreate, begin, finish, lock_index};
+use crate::dispatch::{Head, next_state, pick_head, stranded_error};
 use crate::{
     CancelOutcome, ClaimRequest, FailOutcome, JobRecord, JobResult, JobState, Lease, LeaseRef,
     NewJob, QueueIndex, ReapOutcome, ReapedJob, Result, StoreError, now_ms,
@@ -60,6 +61,7 @@ pub(super) async fn run_create_batches(
     mut rx: mpsc::Receiver<PendingCreate>,
     writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
     index: Arc<Mutex<QueueIndex>>,
+    live: Arc<super::LiveJobs>,
     available: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(super::MAX_CREATE_BATCH);
@@ -106,6 +108,10 @@ pub(super) async fn run_create_batches(
                 index.insert(record.pipeline, record.priority, record.seq);
             }
         }
+        // Still under the writer lock, so no later transition can be overwritten.
+        for record in results.iter().flatten() {
+            live.put(record.clone());
+        }
         drop(conn);
         available.notify_waiters();
         for ((_, reply), result) in batch.drain(..).zip(results) {
@@ -121,13 +127,6 @@ pub(super) async fn fetch_job(conn: &mut SqliteConnection, id: Uuid) -> Result<O
         .fetch_optional(&mut *conn)
         .await?;
     row.as_ref().map(job_from_row).transpose()
-}
-
-struct Head {
-    pipeline: Pipeline,
-    seq: i64,
-    priority: i64,
-    created_at: i64,
 }
 
 async fn head_of(conn: &mut SqliteConnection, pipeline: Pipeline) -> Result<Option<Head>> {
@@ -147,27 +146,6 @@ async fn head_of(conn: &mut SqliteConnection, pipeline: Pipeline) -> Result<Opti
         })
     })
     .transpose()
-}
-
-/// Which pipeline's head to dispatch: the loaded pipeline's, unless a job of another
-/// pipeline has waited longer than the switch bound; otherwise priority, then age.
-fn pick_head(heads: Vec<Head>, req: &ClaimRequest, now: i64) -> Option<Head> {
-    let starving = heads
-        .iter()
-        .filter(|h| Some(h.pipeline) != req.loaded)
-        .filter(|h| now - h.created_at > req.max_wait_for_switch_ms)
-        .min_by_key(|h| h.created_at)
-        .map(|h| h.pipeline);
-    let preferred = starving.or(req.loaded);
-    let mut heads = heads;
-    if let Some(p) = preferred
-        && let Some(at) = heads.iter().position(|h| h.pipeline == p)
-    {
-        return Some(heads.swap_remove(at));
-    }
-    heads
-        .into_iter()
-        .min_by_key(|h| (std::cmp::Reverse(h.priority), h.created_at, h.seq))
 }
 
 pub(super) async fn claim(
@@ -294,13 +272,7 @@ async fn end_attempt(
     error: &str,
     retryable: bool,
 ) -> Result<JobState> {
-    let next = if job.cancel_requested {
-        JobState::Cancelled
-    } else if retryable && job.attempt < job.max_attempts {
-        JobState::Queued
-    } else {
-        JobState::Failed
-    };
+    let next = next_state(job, retryable);
     let finished = next.is_terminal().then(now_ms);
     sqlx::query(
         "UPDATE jobs SET state = ?, error = ?, finished_at = ?, lease_owner = NULL, \
@@ -381,18 +353,7 @@ pub(super) async fn end_stranded(
         let mut ended = Vec::with_capacity(rows.len());
         for row in rows {
             let job = job_from_row(&row)?;
-            let holder = job.lease_owner.as_deref().unwrap_or("unknown worker");
-            let error = if job.attempt < job.max_attempts {
-                format!(
-                    "{reason} (holder {holder}, attempt {} of {}); re-queued",
-                    job.attempt, job.max_attempts
-                )
-            } else {
-                format!(
-                    "gave up after {} attempts: {reason} (holder {holder})",
-                    job.attempt
-                )
-            };
+            let error = stranded_error(&job, reason);
             let next = end_attempt(conn, &job, &error, true).await?;
             ended.push((job, next));
         }

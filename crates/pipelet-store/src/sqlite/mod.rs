@@ -3,10 +3,15 @@
 //! All writes go through one connection behind a mutex (SQLite has one writer anyway,
 //! so this turns lock contention into a fair queue), each in a `BEGIN IMMEDIATE`
 //! transaction. Creates are group-committed: concurrent creates share one transaction
-//! and one fsync, which is what makes durable creates fast. Reads use a small pool.
+//! and one fsync, which is what makes durable creates fast. Reads use a small pool,
+//! but queued and running jobs — the ones clients poll — are answered from
+//! [`LiveJobs`], a mirror kept under the writer lock, because a round trip through
+//! sqlx's SQLite thread costs several times the rest of a status request. The data
+//! dir is locked to one server, so every job write passes through this process.
 
 mod jobs;
 mod keys;
+mod live;
 mod rows;
 mod store_impl;
 
@@ -23,6 +28,7 @@ use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{JobRecord, NewJob, QueueIndex, Result};
+pub(crate) use live::LiveJobs;
 
 /// Concurrent creates that may share one transaction.
 const MAX_CREATE_BATCH: usize = 256;
@@ -37,6 +43,8 @@ pub struct SqliteStore {
     read: SqlitePool,
     writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
     index: Arc<Mutex<QueueIndex>>,
+    /// Queued and running jobs, mirrored in memory.
+    live: Arc<LiveJobs>,
     available: Arc<Notify>,
     creates: mpsc::Sender<PendingCreate>,
 }
@@ -66,16 +74,20 @@ impl SqliteStore {
         let writer = Arc::new(tokio::sync::Mutex::new(writer));
         let available = Arc::new(Notify::new());
         let (creates, rx) = mpsc::channel(MAX_CREATE_BATCH * 4);
+        let live = Arc::new(LiveJobs::default());
+        live::load(&live, &mut *writer.lock().await).await?;
         tokio::spawn(jobs::run_create_batches(
             rx,
             writer.clone(),
             index.clone(),
+            live.clone(),
             available.clone(),
         ));
         Ok(Self {
             read,
             writer,
             index,
+            live,
             available,
             creates,
         })

@@ -27,11 +27,23 @@ impl Store for SqliteStore {
     }
 
     async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        if let Some(job) = self.live.get(id) {
+            return Ok(Some(job));
+        }
         let mut conn = self.read.acquire().await?;
         jobs::fetch_job(&mut conn, id).await
     }
 
     async fn job_status(&self, id: Uuid) -> Result<Option<(JobRecord, Option<u64>)>> {
+        if let Some(job) = self.live.get(id) {
+            let position = (job.state == JobState::Queued)
+                .then(|| self.index().position(job.pipeline, job.priority, job.seq))
+                .flatten();
+            // Queued with no position only between a write and its index update.
+            if job.state != JobState::Queued || position.is_some() {
+                return Ok(Some((job, position)));
+            }
+        }
         let mut conn = self.read.acquire().await?;
         // A claim can commit between reading the row and asking the index; one re-read
         // then sees the new state.
@@ -64,7 +76,9 @@ impl Store for SqliteStore {
 
     async fn cancel(&self, id: Uuid, force: bool, by: &str) -> Result<CancelOutcome> {
         let mut conn = self.writer.lock().await;
-        jobs::cancel(&mut conn, &self.index, id, force, by).await
+        let outcome = jobs::cancel(&mut conn, &self.index, id, force, by).await?;
+        self.live.refresh(&mut conn, id).await?;
+        Ok(outcome)
     }
 
     async fn claim(&self, req: &ClaimRequest) -> Result<Option<Lease>> {
@@ -76,7 +90,11 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         let mut conn = self.writer.lock().await;
-        jobs::claim(&mut conn, &self.index, req).await
+        let lease = jobs::claim(&mut conn, &self.index, req).await?;
+        if let Some(lease) = &lease {
+            self.live.put(lease.job.clone());
+        }
+        Ok(lease)
     }
 
     async fn heartbeat(
@@ -86,17 +104,21 @@ impl Store for SqliteStore {
         extend_ms: i64,
     ) -> Result<HeartbeatReply> {
         let mut conn = self.writer.lock().await;
-        jobs::heartbeat(&mut conn, lease, progress, extend_ms).await
+        let reply = jobs::heartbeat(&mut conn, lease, progress, extend_ms).await?;
+        self.live.heartbeat(lease.job_id, progress, &reply);
+        Ok(reply)
     }
 
     async fn complete(&self, lease: &LeaseRef, result: &JobResult) -> Result<()> {
         let mut conn = self.writer.lock().await;
-        jobs::complete(&mut conn, lease, result).await
+        jobs::complete(&mut conn, lease, result).await?;
+        self.live.forget(lease.job_id);
+        Ok(())
     }
 
     async fn fail(&self, lease: &LeaseRef, error: &str, retryable: bool) -> Result<FailOutcome> {
         let mut conn = self.writer.lock().await;
-        jobs::fail(
+        let outcome = jobs::fail(
             &mut conn,
             &self.index,
             &self.available,
@@ -104,17 +126,21 @@ impl Store for SqliteStore {
             error,
             retryable,
         )
-        .await
+        .await?;
+        self.live.refresh(&mut conn, lease.job_id).await?;
+        Ok(outcome)
     }
 
     async fn ack_cancelled(&self, lease: &LeaseRef) -> Result<()> {
         let mut conn = self.writer.lock().await;
-        jobs::ack_cancelled(&mut conn, lease).await
+        jobs::ack_cancelled(&mut conn, lease).await?;
+        self.live.forget(lease.job_id);
+        Ok(())
     }
 
     async fn reap_expired(&self, now_ms: i64) -> Result<Vec<ReapedJob>> {
         let mut conn = self.writer.lock().await;
-        jobs::end_stranded(
+        let reaped = jobs::end_stranded(
             &mut conn,
             &self.index,
             &self.available,
@@ -122,7 +148,11 @@ impl Store for SqliteStore {
             now_ms.to_string(),
             "lease expired: the worker stopped heartbeating",
         )
-        .await
+        .await?;
+        for job in &reaped {
+            self.live.refresh(&mut conn, job.id).await?;
+        }
+        Ok(reaped)
     }
 
     async fn release_leases_of(&self, owner_prefix: &str) -> Result<u64> {
@@ -143,6 +173,9 @@ impl Store for SqliteStore {
             "the server restarted while the job was running",
         )
         .await?;
+        for job in &released {
+            self.live.refresh(&mut conn, job.id).await?;
+        }
         Ok(released.len() as u64)
     }
 

@@ -1,0 +1,32 @@
+//! The web playground at `/`: one self-contained HTML page (inline CSS and JavaScript,
+//! no external resources) compiled into the binary. Loading it needs no key; the page
+//! asks for one and then talks to the public API like any other client.
+//!
+//! The page keeps the key in the browser's `localStorage`, so it is served with a
+//! strict Content-Security-Policy: it may talk to this server only, load nothing from
+//! elsewhere, and not be framed.
+
+use axum::http::{HeaderName, header};
+use axum::response::IntoResponse;
+
+/// The page itself (`crates/pipelet-server/assets/playground.html`).
+pub const PAGE: &str = include_str!("../../assets/playground.html");
+
+/// Everything the page needs is inline or from this origin; videos and image previews
+/// are `blob:` and `data:` URLs made in the page.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; \
+     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+pub async fn page() -> impl IntoResponse {
+    let headers: [(HeaderName, &str); 6] = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        // Revalidate so an upgraded server serves its own page at once.
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    (headers, PAGE)
+}

@@ -1,0 +1,121 @@
+//! Group-committed creates: every create waiting in the channel goes into one
+//! multi-row `INSERT` and one commit (one WAL flush), which also sends the
+//! [`super::JOBS_CHANNEL`] notification. If the batch fails, each job is retried alone
+//! so one bad row (a duplicate id, say) cannot fail its neighbours.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::postgres::PgPool;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::gauge::QueuedGauge;
+use super::rows::{JOB_COLUMNS, job_from_row, opt_text, text};
+use super::{JOBS_CHANNEL, MAX_CREATE_BATCH, PendingCreate};
+use crate::{JobRecord, NewJob, Result, StoreError, now_ms};
+
+pub(super) async fn run_create_batches(
+    mut rx: mpsc::Receiver<PendingCreate>,
+    pool: PgPool,
+    gauge: Arc<QueuedGauge>,
+) {
+    let mut batch = Vec::with_capacity(MAX_CREATE_BATCH);
+    while rx.recv_many(&mut batch, MAX_CREATE_BATCH).await > 0 {
+        let now = now_ms();
+        let jobs: Vec<&NewJob> = batch.iter().map(|(job, _)| job).collect();
+        let results = match insert_all(&pool, &gauge, &jobs, now).await {
+            Ok(mut by_id) => jobs
+                .iter()
+                .map(|job| {
+                    by_id.remove(&job.id).ok_or_else(|| {
+                        StoreError::Corrupt(format!("job {} missing from its batch", job.id))
+                    })
+                })
+                .collect(),
+            Err(e) if jobs.len() > 1 => {
+                tracing::warn!(error = %e, jobs = jobs.len(), "batched create failed; retrying one by one");
+                let mut results = Vec::with_capacity(jobs.len());
+                for &job in &jobs {
+                    let one = insert_all(&pool, &gauge, &[job], now).await;
+                    results.push(
+                        one.and_then(|mut by_id| by_id.remove(&job.id).ok_or(StoreError::NotFound)),
+                    );
+                }
+                results
+            }
+            Err(e) => vec![Err(e)],
+        };
+        for ((_, reply), result) in batch.drain(..).zip(results) {
+            // The caller may have gone away (client disconnected); the job stays created.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Inserts `jobs` in one transaction and commits; seqs follow the order of `jobs`.
+async fn insert_all(
+    pool: &PgPool,
+    gauge: &QueuedGauge,
+    jobs: &[&NewJob],
+    now: i64,
+) -> Result<HashMap<Uuid, JobRecord>> {
+    let mut specs = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        specs.push(
+            serde_json::to_string(&job.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+    }
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+    let model_ids: Vec<_> = jobs.iter().map(|j| text(&j.model_id)).collect();
+    let pipelines: Vec<&str> = jobs.iter().map(|j| j.pipeline.as_str()).collect();
+    let owners: Vec<_> = jobs.iter().map(|j| text(&j.owner_key_id)).collect();
+    let priorities: Vec<i64> = jobs.iter().map(|j| j.priority).collect();
+    let blobs: Vec<_> = jobs
+        .iter()
+        .map(|j| opt_text(j.input_blob.as_deref()))
+        .collect();
+    let attempts: Vec<i64> = jobs.iter().map(|j| i64::from(j.max_attempts)).collect();
+    let webhooks: Vec<_> = jobs
+        .iter()
+        .map(|j| opt_text(j.webhook_url.as_deref()))
+        .collect();
+
+    let write = gauge.write();
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(&format!(
+        "INSERT INTO jobs (id, model_id, pipeline, owner_key_id, priority, state, spec, \
+         input_blob, created_at, enqueued_at, max_attempts, webhook_url) \
+         SELECT n.id::uuid, n.model_id, n.pipeline, n.owner_key_id, n.priority, 'queued', \
+                n.spec, n.input_blob, $9, $9, n.max_attempts, n.webhook_url \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
+                     $6::text[], $7::text[], $8::int8[], $10::text[]) \
+              WITH ORDINALITY AS n(id, model_id, pipeline, owner_key_id, priority, spec, \
+                                   input_blob, max_attempts, webhook_url, ord) \
+         ORDER BY n.ord \
+         RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(&ids)
+    .bind(&model_ids)
+    .bind(&pipelines)
+    .bind(&owners)
+    .bind(&priorities)
+    .bind(&specs)
+    .bind(&blobs)
+    .bind(&attempts)
+    .bind(now)
+    .bind(&webhooks)
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(JOBS_CHANNEL)
+        .execute(&mut *tx)
+        .await?;
+    let records = rows
+        .iter()
+        .map(job_from_row)
+        .collect::<Result<Vec<JobRecord>>>()?;
+    tx.commit().await?;
+    write.commit(records.len() as i64);
+    Ok(records.into_iter().map(|r| (r.id, r)).collect())
+}

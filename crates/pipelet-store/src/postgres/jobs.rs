@@ -1,0 +1,265 @@
+//! The job state machine in PostgreSQL: reads with exact queue positions, the claim,
+//! and the lease-holder calls, each fenced by `(id, state = 'running', lease_token)`.
+
+use sqlx::Row;
+use sqlx::postgres::PgPool;
+use uuid::Uuid;
+
+use super::JOBS_CHANNEL;
+use super::gauge::QueuedGauge;
+use super::rows::{JOB_COLUMNS, job_from_row, result_json, text};
+use crate::dispatch::{Head, next_state, pick_head};
+use crate::{
+    ClaimRequest, FailOutcome, HeartbeatReply, JobRecord, JobResult, JobState, Lease, LeaseRef,
+    ProgressUpdate, Result, StoreError, now_ms,
+};
+
+pub(super) async fn fetch_job(pool: &PgPool, id: Uuid) -> Result<Option<JobRecord>> {
+    let row = sqlx::query(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1::uuid"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(job_from_row).transpose()
+}
+
+/// The job and, while it is queued, its exact position: one statement (one snapshot)
+/// that adds two index-only range counts over `jobs_dispatch`.
+pub(super) async fn job_status(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<Option<(JobRecord, Option<u64>)>> {
+    let row = sqlx::query(&format!(
+        "SELECT {JOB_COLUMNS}, CASE WHEN j.state = 'queued' THEN \
+           (SELECT count(*) FROM jobs q WHERE q.state = 'queued' \
+              AND q.pipeline = j.pipeline AND q.priority > j.priority) \
+         + (SELECT count(*) FROM jobs q WHERE q.state = 'queued' \
+              AND q.pipeline = j.pipeline AND q.priority = j.priority AND q.seq < j.seq) \
+         END AS queue_position \
+         FROM jobs j WHERE j.id = $1::uuid"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let job = job_from_row(&row)?;
+    let position: Option<i64> = row.try_get("queue_position")?;
+    Ok(Some((job, position.and_then(|p| u64::try_from(p).ok()))))
+}
+
+pub(super) async fn claim(
+    pool: &PgPool,
+    gauge: &QueuedGauge,
+    req: &ClaimRequest,
+) -> Result<Option<Lease>> {
+    if req.pipelines.is_empty() {
+        return Ok(None);
+    }
+    let now = now_ms();
+    let pipelines: Vec<&str> = req.pipelines.iter().map(|p| p.as_str()).collect();
+    let write = gauge.write();
+    let mut tx = pool.begin().await?;
+    // The head of each pipeline, locked; heads other claimers hold are skipped, so they
+    // get the next job instead of waiting. Locks on heads not picked end with the commit.
+    let rows = sqlx::query(
+        "WITH heads AS ( \
+           SELECT h.seq, h.pipeline, h.priority, h.created_at \
+           FROM unnest($1::text[]) AS p(name) \
+           CROSS JOIN LATERAL ( \
+             SELECT seq, pipeline, priority, created_at FROM jobs \
+             WHERE state = 'queued' AND pipeline = p.name \
+             ORDER BY priority DESC, seq LIMIT 1 \
+             FOR UPDATE SKIP LOCKED) h) \
+         SELECT seq, pipeline, priority, created_at FROM heads",
+    )
+    .bind(&pipelines)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut heads = Vec::with_capacity(rows.len());
+    for row in rows {
+        let pipeline: String = row.try_get("pipeline")?;
+        heads.push(Head {
+            pipeline: pipelet_api::Pipeline::parse(&pipeline)
+                .ok_or_else(|| StoreError::Corrupt(format!("pipeline {pipeline:?}")))?,
+            seq: row.try_get("seq")?,
+            priority: row.try_get("priority")?,
+            created_at: row.try_get("created_at")?,
+        });
+    }
+    let Some(head) = pick_head(heads, req, now) else {
+        return Ok(None);
+    };
+    let expires = now + req.lease_ms;
+    let row = sqlx::query(&format!(
+        "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
+         lease_token = lease_token + 1, lease_owner = $1, lease_expires_at = $2, \
+         heartbeat_at = $3, started_at = $3, progress_done = NULL, progress_total = NULL \
+         WHERE seq = $4 AND state = 'queued' RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(text(&req.worker_id))
+    .bind(expires)
+    .bind(now)
+    .bind(head.seq)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        // Unreachable while the row lock holds; treat as nothing to claim.
+        return Ok(None);
+    };
+    let job = job_from_row(&row)?;
+    tx.commit().await?;
+    write.commit(-1);
+    Ok(Some(Lease {
+        lease: LeaseRef {
+            job_id: job.id,
+            token: job.lease_token,
+        },
+        job,
+        expires_at_ms: expires,
+    }))
+}
+
+/// Why a fenced statement matched no row: the job is gone, or the lease is stale.
+async fn lease_miss(pool: &PgPool, lease: &LeaseRef) -> StoreError {
+    let exists =
+        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1::uuid)")
+            .bind(lease.job_id.to_string())
+            .fetch_one(pool)
+            .await;
+    match exists {
+        Ok(true) => StoreError::LeaseLost,
+        Ok(false) => StoreError::NotFound,
+        Err(e) => e.into(),
+    }
+}
+
+pub(super) async fn heartbeat(
+    pool: &PgPool,
+    lease: &LeaseRef,
+    progress: Option<ProgressUpdate>,
+    extend_ms: i64,
+) -> Result<HeartbeatReply> {
+    let now = now_ms();
+    let expires = now + extend_ms;
+    let row = sqlx::query(
+        "UPDATE jobs SET heartbeat_at = $1, lease_expires_at = $2, \
+         progress_done = COALESCE($3, progress_done), \
+         progress_total = COALESCE($4, progress_total) \
+         WHERE id = $5::uuid AND state = 'running' AND lease_token = $6 \
+         RETURNING cancel_requested",
+    )
+    .bind(now)
+    .bind(expires)
+    .bind(progress.map(|p| i64::from(p.done)))
+    .bind(progress.map(|p| i64::from(p.total)))
+    .bind(lease.job_id.to_string())
+    .bind(lease.token)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(row) => Ok(HeartbeatReply {
+            cancel_requested: row.try_get("cancel_requested")?,
+            expires_at_ms: expires,
+        }),
+        None => Err(lease_miss(pool, lease).await),
+    }
+}
+
+pub(super) async fn complete(pool: &PgPool, lease: &LeaseRef, result: &JobResult) -> Result<()> {
+    let updated = sqlx::query(
+        "UPDATE jobs SET state = 'completed', finished_at = $1, result = $2, \
+         lease_owner = NULL, lease_expires_at = NULL, progress_done = progress_total \
+         WHERE id = $3::uuid AND state = 'running' AND lease_token = $4",
+    )
+    .bind(now_ms())
+    .bind(result_json(result)?)
+    .bind(lease.job_id.to_string())
+    .bind(lease.token)
+    .execute(pool)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(lease_miss(pool, lease).await);
+    }
+    Ok(())
+}
+
+pub(super) async fn ack_cancelled(pool: &PgPool, lease: &LeaseRef) -> Result<()> {
+    let updated = sqlx::query(
+        "UPDATE jobs SET state = 'cancelled', finished_at = $1, lease_owner = NULL, \
+         lease_expires_at = NULL, cancelled_by = COALESCE(cancelled_by, lease_owner, 'worker') \
+         WHERE id = $2::uuid AND state = 'running' AND lease_token = $3",
+    )
+    .bind(now_ms())
+    .bind(lease.job_id.to_string())
+    .bind(lease.token)
+    .execute(pool)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(lease_miss(pool, lease).await);
+    }
+    Ok(())
+}
+
+pub(super) async fn fail(
+    pool: &PgPool,
+    gauge: &QueuedGauge,
+    lease: &LeaseRef,
+    error: &str,
+    retryable: bool,
+) -> Result<FailOutcome> {
+    let write = gauge.write();
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1::uuid FOR UPDATE"
+    ))
+    .bind(lease.job_id.to_string())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let job = match row.as_ref().map(job_from_row).transpose()? {
+        Some(job) if job.state == JobState::Running && job.lease_token == lease.token => job,
+        Some(_) => return Err(StoreError::LeaseLost),
+        None => return Err(StoreError::NotFound),
+    };
+    let next = end_attempt(&mut tx, &job, error, retryable).await?;
+    tx.commit().await?;
+    Ok(if next == JobState::Queued {
+        write.commit(1);
+        FailOutcome::Requeued
+    } else {
+        FailOutcome::Failed
+    })
+}
+
+/// Moves a running job (locked by the caller's transaction) to its next state after an
+/// attempt ended without a result, notifying workers when it is queued again.
+pub(super) async fn end_attempt(
+    tx: &mut sqlx::PgConnection,
+    job: &JobRecord,
+    error: &str,
+    retryable: bool,
+) -> Result<JobState> {
+    let next = next_state(job, retryable);
+    let finished = next.is_terminal().then(now_ms);
+    sqlx::query(
+        "UPDATE jobs SET state = $1, error = $2, finished_at = $3, lease_owner = NULL, \
+         lease_expires_at = NULL, progress_done = NULL, progress_total = NULL \
+         WHERE seq = $4 AND state = 'running' AND lease_token = $5",
+    )
+    .bind(next.as_str())
+    .bind(text(error))
+    .bind(finished)
+    .bind(job.seq)
+    .bind(job.lease_token)
+    .execute(&mut *tx)
+    .await?;
+    if next == JobState::Queued {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(JOBS_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(next)
+}

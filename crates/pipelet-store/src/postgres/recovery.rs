@@ -1,0 +1,151 @@
+//! Transitions started by someone other than the lease holder: cancels, and ending the
+//! attempts of jobs whose holder is gone (expired leases, a previous run's in-process
+//! workers). Safe with several servers: rows are locked before they are judged, and
+//! every update re-checks the state and lease token it judged.
+
+use sqlx::postgres::PgPool;
+use uuid::Uuid;
+
+use super::gauge::QueuedGauge;
+use super::jobs::end_attempt;
+use super::rows::{JOB_COLUMNS, job_from_row, text};
+use crate::dispatch::stranded_error;
+use crate::{CancelOutcome, JobState, ReapOutcome, ReapedJob, Result, StoreError, now_ms};
+
+/// Which running jobs lost their holder.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Stranded<'a> {
+    /// Lease expired before this time (ms). Rows another server is reaping (locked) are
+    /// skipped: that server handles them.
+    ExpiredBefore(i64),
+    /// Leased to an owner starting with this prefix (taken literally).
+    OwnerPrefix(&'a str),
+}
+
+pub(super) async fn end_stranded(
+    pool: &PgPool,
+    gauge: &QueuedGauge,
+    which: Stranded<'_>,
+) -> Result<Vec<ReapedJob>> {
+    let write = gauge.write();
+    let mut tx = pool.begin().await?;
+    let (filter, lock, reason) = match which {
+        Stranded::ExpiredBefore(_) => (
+            "lease_expires_at < $1",
+            "FOR UPDATE SKIP LOCKED",
+            "lease expired: the worker stopped heartbeating",
+        ),
+        // Blocking (in seq order, so two releasers cannot deadlock): the row may be
+        // briefly locked by a cancel or heartbeat and must still be released.
+        Stranded::OwnerPrefix(_) => (
+            "lease_owner LIKE $1 ESCAPE '\\'",
+            "FOR UPDATE",
+            "the server restarted while the job was running",
+        ),
+    };
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND {filter} \
+         ORDER BY seq {lock}"
+    );
+    let query = match which {
+        Stranded::ExpiredBefore(now) => sqlx::query(&sql).bind(now),
+        Stranded::OwnerPrefix(prefix) => sqlx::query(&sql).bind(like_prefix(prefix)),
+    };
+    let rows = query.fetch_all(&mut *tx).await?;
+    let mut ended = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let job = job_from_row(row)?;
+        let error = stranded_error(&job, reason);
+        let next = end_attempt(&mut tx, &job, &error, true).await?;
+        ended.push((job, next));
+    }
+    tx.commit().await?;
+    let requeued = ended.iter().filter(|(_, n)| *n == JobState::Queued).count();
+    write.commit(requeued as i64);
+    Ok(ended
+        .into_iter()
+        .map(|(job, next)| ReapedJob {
+            id: job.id,
+            model_id: job.model_id,
+            outcome: match next {
+                JobState::Queued => ReapOutcome::Requeued,
+                JobState::Cancelled => ReapOutcome::Cancelled,
+                _ => ReapOutcome::Failed,
+            },
+        })
+        .collect())
+}
+
+/// A `LIKE` pattern matching strings that start with `prefix`, wildcards escaped.
+fn like_prefix(prefix: &str) -> String {
+    let escaped = text(prefix)
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("{escaped}%")
+}
+
+pub(super) async fn cancel(
+    pool: &PgPool,
+    gauge: &QueuedGauge,
+    id: Uuid,
+    force: bool,
+    by: &str,
+) -> Result<CancelOutcome> {
+    let write = gauge.write();
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1::uuid FOR UPDATE"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let job = row
+        .as_ref()
+        .map(job_from_row)
+        .transpose()?
+        .ok_or(StoreError::NotFound)?;
+    let outcome = match job.state {
+        JobState::Queued => {
+            sqlx::query(
+                "UPDATE jobs SET state = 'cancelled', finished_at = $1, cancelled_by = $2 \
+                 WHERE seq = $3 AND state = 'queued'",
+            )
+            .bind(now_ms())
+            .bind(text(by))
+            .bind(job.seq)
+            .execute(&mut *tx)
+            .await?;
+            CancelOutcome::Cancelled
+        }
+        JobState::Cancelled => CancelOutcome::AlreadyCancelled,
+        JobState::Running if force => {
+            sqlx::query(
+                "UPDATE jobs SET cancel_requested = TRUE, \
+                 cancelled_by = COALESCE(cancelled_by, $1) WHERE seq = $2 AND state = 'running'",
+            )
+            .bind(text(by))
+            .bind(job.seq)
+            .execute(&mut *tx)
+            .await?;
+            CancelOutcome::StopRequested
+        }
+        state => CancelOutcome::NotCancellable(state),
+    };
+    tx.commit().await?;
+    write.commit(if outcome == CancelOutcome::Cancelled {
+        -1
+    } else {
+        0
+    });
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn like_prefix_escapes_wildcards() {
+        assert_eq!(super::like_prefix("local:"), "local:%");
+        assert_eq!(super::like_prefix("a_b%c\\"), "a\\_b\\%c\\\\%");
+    }
+}
