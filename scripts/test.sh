@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine of this kind: installs what the tests need
-# (ffmpeg for ffprobe), then checks formatting and lints, then runs every test.
+# (ffmpeg for ffprobe, chromium and node modules for the browser test), checks
+# formatting and lints, then runs every test: Rust (SQLite and PostgreSQL stores,
+# HTTP API, real-process crash tests) and the web playground in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +23,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> cargo test"
 cargo test --workspace --locked
+
+./scripts/browser-test.sh
