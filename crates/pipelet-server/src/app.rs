@@ -13,6 +13,7 @@ use anyhow::Context;
 use pipelet_api::Pipeline;
 use pipelet_runner::preview::PreviewRunner;
 use pipelet_store::blob::Blobs;
+use pipelet_store::postgres::PgStore;
 use pipelet_store::sqlite::SqliteStore;
 use pipelet_store::{NewKey, Role, Store, now_ms};
 use pipelet_worker::{LocalSource, Worker, WorkerConfig};
@@ -36,7 +37,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     admin_key: Option<String>,
-    _lock: File,
+    _lock: Option<File>,
 }
 
 /// Takes an exclusive lock on the data dir: two servers on one SQLite file would each
@@ -75,17 +76,33 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("pipelet.db")
 }
 
+/// The configured store: PostgreSQL when a database URL is given, else the SQLite file
+/// in the data dir, which is then locked to this server (returned lock).
+pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<File>)> {
+    if let Some(url) = &config.database_url {
+        let store = PgStore::connect(url)
+            .await
+            .context("cannot open the PostgreSQL database (--database-url)")?;
+        return Ok((Arc::new(store), None));
+    }
+    let lock = lock_data_dir(&config.data_dir)?;
+    let store = SqliteStore::open(&database_path(&config.data_dir))
+        .await
+        .context("cannot open the database")?;
+    Ok((Arc::new(store), Some(lock)))
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-        let lock = lock_data_dir(&config.data_dir)?;
-        let store = SqliteStore::open(&database_path(&config.data_dir))
-            .await
-            .context("cannot open the database")?;
+        let (store, lock) = open_store(&config).await?;
         let metrics = Arc::new(Metrics::default());
-        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(Arc::new(store), metrics.clone()));
-        let blobs = Blobs::local(&config.data_dir.join("blobs"))?;
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
+        let blobs = match &config.blob_url {
+            Some(url) => Blobs::from_url(url).with_context(|| format!("--blob-url {url}"))?,
+            None => Blobs::local(&config.data_dir.join("blobs"))?,
+        };
 
         let admin_key = if store.count_keys().await? == 0 {
             let (_, secret) = store
@@ -102,10 +119,13 @@ impl Application {
         };
 
         // In-process workers of a previous run died with it; their jobs go back now
-        // rather than after a lease expiry.
-        let released = store.release_leases_of(LOCAL_WORKER_PREFIX).await?;
-        if released > 0 {
-            tracing::warn!(released, "re-queued jobs left running by a previous run");
+        // rather than after a lease expiry. Only with the embedded store: on a shared
+        // database another server's in-process workers may be alive.
+        if lock.is_some() {
+            let released = store.release_leases_of(LOCAL_WORKER_PREFIX).await?;
+            if released > 0 {
+                tracing::warn!(released, "re-queued jobs left running by a previous run");
+            }
         }
 
         let listener = TcpListener::bind(config.listen)
@@ -259,6 +279,14 @@ async fn reaper(store: Arc<dyn Store>, lease: Duration, stop: CancellationToken)
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             () = stop.cancelled() => return,
+        }
+        match store.try_reaper_lock().await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the reaper lock");
+                continue;
+            }
         }
         match store.reap_expired(now_ms()).await {
             Ok(reaped) => {

@@ -27,6 +27,14 @@ pub struct ServeArgs {
     /// Where the embedded database, blobs and admin key live.
     #[arg(long, env = "PIPELET_DATA_DIR", default_value = "./pipelet-data")]
     pub data_dir: PathBuf,
+    /// A shared PostgreSQL database (postgres://…) instead of the embedded SQLite file,
+    /// so several API servers can serve one queue.
+    #[arg(long, env = "PIPELET_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Shared object storage for images and videos (s3://bucket/prefix, gs://…, az://…)
+    /// instead of `<data-dir>/blobs`; credentials from the provider's usual env vars.
+    #[arg(long, env = "PIPELET_BLOB_URL")]
+    pub blob_url: Option<String>,
     /// In-process preview workers; 0 runs a pure API server whose jobs stay queued.
     #[arg(long, env = "PIPELET_WORKERS", default_value_t = 1)]
     pub workers: u32,
@@ -74,6 +82,8 @@ pub struct ServeArgs {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub blob_url: Option<String>,
     pub workers: u32,
     pub public_url: Option<String>,
     pub max_body_bytes: usize,
@@ -133,9 +143,16 @@ impl ServeArgs {
             max_prompt_chars: self.max_prompt_chars,
             ..Limits::default()
         };
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return bad("--database-url must be a postgres:// URL (leave it out for the embedded SQLite store)".into());
+        }
         Ok(Config {
             listen: self.listen,
             data_dir: self.data_dir,
+            database_url: self.database_url,
+            blob_url: self.blob_url,
             workers: self.workers,
             public_url,
             max_body_bytes: self.max_body_bytes,
@@ -160,6 +177,8 @@ impl Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
+            database_url: None,
+            blob_url: None,
             workers: 1,
             public_url: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 mod extract;
 pub mod metrics;
+pub mod openapi;
 mod result_body;
 mod router;
 mod routes;

@@ -294,6 +294,9 @@ impl Store for MeteredStore {
     fn job_available(&self) -> Arc<Notify> {
         self.inner.job_available()
     }
+    async fn try_reaper_lock(&self) -> Result<bool> {
+        self.inner.try_reaper_lock().await
+    }
     async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, String)> {
         self.inner.create_key(key).await
     }

@@ -68,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/models", get(crate::routes::models::list))
         .route("/", get(crate::routes::playground::page))
+        .route("/docs", get(crate::routes::docs::page))
+        .route("/openapi.json", get(crate::routes::docs::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -35,6 +35,55 @@ impl Blobs {
         Ok(Self::new(Arc::new(fs)))
     }
 
+    /// A blob store named by URL: `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` (credentials and endpoint from the provider's standard
+    /// environment variables, e.g. `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`,
+    /// `AWS_ALLOW_HTTP`), or `file:///path`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url).map_err(|e| {
+            crate::StoreError::Config(format!("blob URL {url:?} is not a URL: {e}"))
+        })?;
+        let bucket = parsed.host_str().unwrap_or_default().to_string();
+        let prefix = parsed.path().trim_matches('/').to_string();
+        let store: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "s3" => Arc::new(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(&bucket)
+                    .build()?,
+            ),
+            "gs" => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&bucket)
+                    .build()?,
+            ),
+            "az" | "azure" => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(&bucket)
+                    .build()?,
+            ),
+            "file" => return Self::local(Path::new(parsed.path())),
+            other => {
+                return Err(crate::StoreError::Config(format!(
+                    "unsupported blob URL scheme {other:?}: use s3://, gs://, az:// or file://"
+                )));
+            }
+        };
+        if bucket.is_empty() {
+            return Err(crate::StoreError::Config(format!(
+                "blob URL {url:?} names no bucket"
+            )));
+        }
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            store
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(
+                store,
+                prefix.as_str(),
+            ))
+        };
+        Ok(Self::new(store))
+    }
+
     pub fn input_key(job: Uuid) -> String {
         format!("inputs/{job}")
     }

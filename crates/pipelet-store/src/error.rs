@@ -21,6 +21,8 @@ pub enum StoreError {
     Blob(#[from] object_store::Error),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(String),
     #[error("store is shutting down")]
     Closed,
     /// A streamed blob passed its size limit (in bytes).

@@ -62,6 +62,12 @@ pub trait Store: Send + Sync + 'static {
     /// A future that resolves when a job may have become claimable.
     fn job_available(&self) -> std::sync::Arc<tokio::sync::Notify>;
 
+    /// Whether this process may run the reaper now: always with one server; on a
+    /// shared database, only the one holding the reaper lock.
+    async fn try_reaper_lock(&self) -> Result<bool> {
+        Ok(true)
+    }
+
     async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, String)>;
     async fn find_key_by_secret(&self, secret: &str) -> Result<Option<KeyRecord>>;
     async fn count_keys(&self) -> Result<u64>;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use pipelet_server::app::database_path;
+use pipelet_store::postgres::PgStore;
 use pipelet_store::sqlite::SqliteStore;
 use pipelet_store::{NewKey, Role, Store};
 
@@ -22,6 +23,9 @@ pub enum KeysCommand {
         max_priority: i64,
         #[arg(long, env = "PIPELET_DATA_DIR", default_value = "./pipelet-data")]
         data_dir: PathBuf,
+        /// The server's PostgreSQL database, when it uses one.
+        #[arg(long, env = "PIPELET_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
 }
 
@@ -52,6 +56,7 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
             role,
             max_priority,
             data_dir,
+            database_url,
         } => {
             let name = name.trim().to_string();
             if name.is_empty()
@@ -60,8 +65,13 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
             {
                 anyhow::bail!("--name must be 1 to {MAX_KEY_NAME_CHARS} printable characters");
             }
-            std::fs::create_dir_all(&data_dir)?;
-            let store = SqliteStore::open(&database_path(&data_dir)).await?;
+            let store: Box<dyn Store> = match database_url {
+                Some(url) => Box::new(PgStore::connect(&url).await?),
+                None => {
+                    std::fs::create_dir_all(&data_dir)?;
+                    Box::new(SqliteStore::open(&database_path(&data_dir)).await?)
+                }
+            };
             let (_, secret) = store
                 .create_key(NewKey {
                     name,

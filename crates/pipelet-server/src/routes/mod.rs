@@ -1,5 +1,6 @@
 //! The router: which path goes to which handler, and the layers around them.
 
+pub mod docs;
 pub mod health;
 pub mod models;
 pub mod playground;

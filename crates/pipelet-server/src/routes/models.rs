@@ -14,17 +14,18 @@ use axum::response::IntoResponse;
 use pipelet_api::ModelInfo;
 use pipelet_api::catalog::ResolutionClass;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::state::AppState;
 
 /// The body of `GET /models`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelsResponse {
     pub models: Vec<ModelEntry>,
 }
 
 /// One model: the catalog's description plus its resolutions.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelEntry {
     #[serde(flatten)]
     pub info: ModelInfo,
@@ -33,12 +34,13 @@ pub struct ModelEntry {
 
 /// One allowed output size (t2v: `width` and `height`) or height (i2v: `height` only),
 /// with the class that decides its longest duration.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Resolution {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub width: Option<u32>,
     pub height: u32,
     /// `"480p"` or `"720p"`.
+    #[schema(value_type = String, example = "480p")]
     pub class: &'static str,
     pub max_duration_s: u32,
 }
@@ -79,6 +81,21 @@ pub fn models(state: &AppState) -> ModelsResponse {
     }
 }
 
+/// List the models
+///
+/// The catalog of this server, in catalog order: each model's id, pipeline, tier priority,
+/// steps, allowed sizes (t2v) or heights (i2v) and durations, and defaults. No key needed.
+#[utoipa::path(
+    get,
+    path = "/models",
+    tag = "models",
+    operation_id = "models",
+    responses(
+        (status = 200, description = "The model catalog.", body = ModelsResponse,
+            headers(("Cache-Control" = String, description = "`public, max-age=60`"))),
+    ),
+    security(()),
+)]
 pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
     (
         // The catalog changes only with a restart; a minute of caching is harmless.

@@ -18,6 +18,18 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-in
      style-src 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; \
      connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// Web playground
+///
+/// A page to make videos from the browser. No key needed to load it; it asks for one.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "ops",
+    operation_id = "playground",
+    responses((status = 200, description = "The playground page.", content_type = "text/html",
+        body = String)),
+    security(()),
+)]
 pub async fn page() -> impl IntoResponse {
     let headers: [(HeaderName, &str); 6] = [
         (header::CONTENT_TYPE, "text/html; charset=utf-8"),

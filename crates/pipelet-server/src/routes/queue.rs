@@ -13,6 +13,7 @@ use pipelet_store::blob::Blobs;
 use pipelet_store::{CancelOutcome, JobRecord, NewJob, now_ms};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::auth::Principal;
@@ -87,6 +88,48 @@ async fn validate(
         .map_err(ApiError::Invalid)
 }
 
+/// Create a request
+///
+/// Queues a video request for `model_id`. A 200 means the request is durable. Follow the
+/// `status_url` of the answer until `COMPLETED`, then fetch the `response_url`.
+///
+/// Text-to-video models take `width` and `height`; image-to-video models need `data_uri`
+/// and use only `height`. Unknown fields are ignored.
+#[utoipa::path(
+    post,
+    path = "/queue/{model_id}",
+    tag = "queue",
+    operation_id = "create",
+    params(crate::openapi::ModelPath),
+    request_body(
+        content = pipelet_api::wire::CreateRequest,
+        content_type = "application/json",
+        description = "What to generate (at most 20 MiB by default; `--max-body-bytes`).",
+    ),
+    responses(
+        (status = 200, description = "Queued: the request's id, its URLs and its queue \
+            position.", body = CreateResponse),
+        (status = 400, description = "The body is empty, unreadable or not JSON.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown API key.",
+            body = pipelet_api::wire::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
+        (status = 403, description = "A worker key: worker keys can only use the worker API.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 404, description = "Unknown model; `detail` lists the available ones.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 413, description = "The body is larger than the server's limit.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 422, description = "Invalid input: `field` names the field at fault and \
+            `detail` says what is allowed.", body = pipelet_api::wire::ErrorBody),
+        (status = 429, description = "The queue is full; try again later.",
+            body = pipelet_api::wire::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 503, description = "The server is shutting down.",
+            body = pipelet_api::wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -177,8 +220,10 @@ pub(crate) async fn visible_job(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatusQuery {
+    /// `1`, `true` or `yes` fills `logs` (otherwise it is `null`).
     #[serde(default)]
     logs: Option<String>,
 }
@@ -187,6 +232,33 @@ fn truthy(v: &Option<String>) -> bool {
     matches!(v.as_deref(), Some("1" | "true" | "yes"))
 }
 
+/// Get a request's status
+///
+/// `IN_QUEUE` (with `queue_position`), `IN_PROGRESS` (with `progress` and
+/// `estimated_total_time_seconds`), then `COMPLETED`, `FAILED` or `CANCELLED`;
+/// `statusMessages` says what is happening. A job retried after a lost worker shows
+/// `IN_QUEUE` again.
+#[utoipa::path(
+    get,
+    path = "/queue/{model_id}/requests/{id}/status",
+    tag = "queue",
+    operation_id = "status",
+    params(crate::openapi::RequestPath, StatusQuery),
+    responses(
+        (status = 200, description = "The request's status.",
+            body = pipelet_api::wire::StatusResponse),
+        (status = 400, description = "A malformed query (e.g. `logs` given twice).",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown API key.",
+            body = pipelet_api::wire::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
+        (status = 403, description = "A worker key: worker keys can only use the worker API.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 404, description = "No request with this id under this model that this key \
+            may see.", body = pipelet_api::wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn status(
     State(state): State<AppState>,
     principal: Principal,
@@ -199,12 +271,42 @@ pub async fn status(
     Ok(Json(body).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CancelQuery {
+    /// `1`, `true` or `yes` also stops a running request (202).
     #[serde(default)]
     force: Option<String>,
 }
 
+/// Cancel a request
+///
+/// A queued request is cancelled at once (204; again 204 for one already cancelled). A
+/// running one is refused with 409 unless `?force=true`, which tells its worker to stop
+/// (202) so that it ends `CANCELLED`.
+#[utoipa::path(
+    put,
+    path = "/queue/{model_id}/requests/{id}/cancel",
+    tag = "queue",
+    operation_id = "cancel",
+    params(crate::openapi::RequestPath, CancelQuery),
+    responses(
+        (status = 204, description = "Cancelled (or it already was)."),
+        (status = 202, description = "`?force=true` on a running request: its worker was told \
+            to stop; the request ends `CANCELLED`.", body = crate::openapi::CancelAccepted),
+        (status = 400, description = "A malformed query.", body = pipelet_api::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown API key.",
+            body = pipelet_api::wire::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
+        (status = 403, description = "A worker key: worker keys can only use the worker API.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 404, description = "No request with this id under this model that this key \
+            may see.", body = pipelet_api::wire::ErrorBody),
+        (status = 409, description = "The request has started (without `?force`) or already \
+            finished; `status` says which.", body = pipelet_api::wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     principal: Principal,
@@ -242,6 +344,30 @@ pub async fn cancel(
     }
 }
 
+/// Get a request's result
+///
+/// The finished video once the request is `COMPLETED`: `video.data_uri` is plain base64 of
+/// the MP4, so `jq -r '.video.data_uri' | base64 --decode > output.mp4` works.
+#[utoipa::path(
+    get,
+    path = "/queue/{model_id}/requests/{id}",
+    tag = "queue",
+    operation_id = "result",
+    params(crate::openapi::RequestPath),
+    responses(
+        (status = 200, description = "The video.", body = pipelet_api::wire::ResultResponse),
+        (status = 401, description = "Missing, malformed or unknown API key.",
+            body = pipelet_api::wire::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
+        (status = 403, description = "A worker key: worker keys can only use the worker API.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 404, description = "No request with this id under this model that this key \
+            may see.", body = pipelet_api::wire::ErrorBody),
+        (status = 409, description = "The request is not `COMPLETED`: the body has its status \
+            (and for `FAILED` the reason).", body = crate::openapi::ResultNotReady),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn result(
     State(state): State<AppState>,
     principal: Principal,

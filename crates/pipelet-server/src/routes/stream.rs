@@ -46,6 +46,7 @@ use pipelet_store::{JobRecord, now_ms};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::auth::Principal;
@@ -85,13 +86,47 @@ pub fn route_with_limit(limit: usize) -> MethodRouter<AppState> {
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// As on the status endpoint: `?logs=1` fills `logs`.
     #[serde(default)]
     logs: Option<String>,
 }
 
+/// Watch a request's status live
+///
+/// Server-Sent Events. `event: status` carries exactly the status endpoint's JSON
+/// (a `StatusResponse`), sent at once and then whenever anything a client sees changes;
+/// the stream ends after a terminal status. `event: error` (`{"detail": ...}`) ends it when
+/// the request can no longer be read, and `event: end` (`{"reason": "shutdown", ...}`)
+/// when the server shuts down: poll the status URL then. `: keepalive` comments come every
+/// 15 s while nothing changes. `EventSource` cannot send an `Authorization` header: read
+/// the stream with `fetch` (or any HTTP client).
+#[utoipa::path(
+    get,
+    path = "/queue/{model_id}/requests/{id}/status/stream",
+    tag = "queue",
+    operation_id = "status_stream",
+    params(crate::openapi::RequestPath, StreamQuery),
+    responses(
+        (status = 200, description = "A `text/event-stream` of `status` events, each with a \
+            `StatusResponse` as its JSON data.", content_type = "text/event-stream",
+            body = String, example = json!("event: status\nretry: 2000\ndata: {\"status\":\"IN_QUEUE\",\"queue_position\":0,\"statusMessages\":{},\"response_url\":\"http://127.0.0.1:8080/queue/wan22-fast-t2v/requests/9b2f5d1e-3c4a-4e8b-a1f0-5d6c7b8a9e01\",\"request_id\":\"9b2f5d1e-3c4a-4e8b-a1f0-5d6c7b8a9e01\",\"logs\":null}\n\n")),
+        (status = 400, description = "A malformed query.", body = pipelet_api::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown API key.",
+            body = pipelet_api::wire::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
+        (status = 403, description = "A worker key: worker keys can only use the worker API.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 404, description = "No request with this id under this model that this key \
+            may see.", body = pipelet_api::wire::ErrorBody),
+        (status = 429, description = "Too many live streams are open on this server; poll the \
+            status URL instead.", body = pipelet_api::wire::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    ),
+    security(("bearer" = [])),
+)]
 async fn status_stream(
     slots: Arc<Semaphore>,
     limit: usize,

@@ -18,6 +18,7 @@ use pipelet_store::{
 };
 use pipelet_worker::JobSource;
 use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::auth::Principal;
@@ -65,6 +66,35 @@ async fn leased(state: &AppState, id: Uuid, token: i64) -> Result<JobRecord, Api
     }
 }
 
+/// Claim a job
+///
+/// Long-polls up to `wait_ms` for a queued job of one of `pipelines` (preferring the
+/// `loaded` one) and leases it to this worker. Heartbeat every `heartbeat_ms` to keep the
+/// lease.
+#[utoipa::path(
+    post,
+    path = "/worker/v1/claim",
+    tag = "worker",
+    operation_id = "worker_claim",
+    request_body = ClaimBody,
+    responses(
+        (status = 200, description = "A job, leased to this worker.", body = ClaimedJob),
+        (status = 204, description = "No job came within `wait_ms`: ask again."),
+        (status = 400, description = "The body is not JSON, `worker_id` is not 1 to 128 printable \
+            characters, or `pipelines` is empty.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown API key.",
+            body = pipelet_api::wire::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
+        (status = 403, description = "Not a worker key: the worker API needs one \
+            (`pipelet keys create --role worker`).", body = pipelet_api::wire::ErrorBody),
+        (status = 422, description = "Well-formed JSON of the wrong shape; `detail` names \
+            the field.", body = pipelet_api::wire::ErrorBody),
+        (status = 503, description = "The queue cannot be read, or the server is shutting \
+            down.", body = pipelet_api::wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn claim(
     State(state): State<AppState>,
     principal: Principal,
@@ -119,6 +149,35 @@ pub async fn claim(
     .into_response())
 }
 
+/// Heartbeat
+///
+/// Extends the lease and reports progress; the answer says whether the client asked to
+/// cancel (then stop and call `.../cancelled`).
+#[utoipa::path(
+    post,
+    path = "/worker/v1/jobs/{id}/heartbeat",
+    tag = "worker",
+    operation_id = "worker_heartbeat",
+    params(crate::openapi::JobPath),
+    request_body = HeartbeatBody,
+    responses(
+        (status = 200, description = "The lease was extended.", body = HeartbeatAnswer),
+        (status = 400, description = "The body is unreadable or not JSON.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown API key.",
+            body = pipelet_api::wire::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
+        (status = 403, description = "Not a worker key: the worker API needs one \
+            (`pipelet keys create --role worker`).", body = pipelet_api::wire::ErrorBody),
+        (status = 404, description = "No such job.", body = pipelet_api::wire::ErrorBody),
+        (status = 409, description = "The lease is lost (`lease_lost: true`): the job was \
+            re-queued, given to another worker, cancelled or already finished; drop it.",
+            body = crate::openapi::WorkerConflict),
+        (status = 422, description = "Well-formed JSON of the wrong shape; `detail` names \
+            the field.", body = pipelet_api::wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn heartbeat(
     State(state): State<AppState>,
     principal: Principal,
@@ -146,11 +205,40 @@ pub async fn heartbeat(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
+    /// The `lease_token` of the claim.
     lease_token: i64,
 }
 
+/// Fetch the input image
+///
+/// The job's input image file (image-to-video), streamed as it was uploaded.
+#[utoipa::path(
+    get,
+    path = "/worker/v1/jobs/{id}/input",
+    tag = "worker",
+    operation_id = "worker_input",
+    params(crate::openapi::JobPath, TokenQuery),
+    responses(
+        (status = 200, description = "The image file (JPEG, PNG or WebP).",
+            content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, description = "`lease_token` is missing or not an integer.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown API key.",
+            body = pipelet_api::wire::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
+        (status = 403, description = "Not a worker key: the worker API needs one \
+            (`pipelet keys create --role worker`).", body = pipelet_api::wire::ErrorBody),
+        (status = 404, description = "No such job, or the job has no input image.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 409, description = "The lease is lost (`lease_lost: true`): the job was \
+            re-queued, given to another worker, cancelled or already finished; drop it.",
+            body = crate::openapi::WorkerConflict),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn input(
     State(state): State<AppState>,
     principal: Principal,
@@ -173,7 +261,36 @@ pub async fn input(
         .into_response())
 }
 
+/// Upload the result
+///
 /// Streams the MP4 into the blob store under a key of this lease, never holding it whole.
+/// Then call `.../complete`. Bounded by `--max-result-bytes`, not by the body limit.
+#[utoipa::path(
+    put,
+    path = "/worker/v1/jobs/{id}/result",
+    tag = "worker",
+    operation_id = "worker_upload_result",
+    params(crate::openapi::JobPath, TokenQuery),
+    request_body(content = Vec<u8>, content_type = "video/mp4",
+        description = "The MP4 file (any content type is accepted)."),
+    responses(
+        (status = 200, description = "Stored.", body = UploadAnswer),
+        (status = 400, description = "`lease_token` is missing or not an integer.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown API key.",
+            body = pipelet_api::wire::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
+        (status = 403, description = "Not a worker key: the worker API needs one \
+            (`pipelet keys create --role worker`).", body = pipelet_api::wire::ErrorBody),
+        (status = 404, description = "No such job.", body = pipelet_api::wire::ErrorBody),
+        (status = 409, description = "The lease is lost (`lease_lost: true`): the job was \
+            re-queued, given to another worker, cancelled or already finished; drop it.",
+            body = crate::openapi::WorkerConflict),
+        (status = 413, description = "The result is larger than `--max-result-bytes`.",
+            body = pipelet_api::wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn upload_result(
     State(state): State<AppState>,
     principal: Principal,
@@ -200,6 +317,34 @@ pub async fn upload_result(
     Ok(Json(UploadAnswer { bytes }))
 }
 
+/// Complete a job
+///
+/// Marks the job `COMPLETED` with the MP4 uploaded under this lease.
+#[utoipa::path(
+    post,
+    path = "/worker/v1/jobs/{id}/complete",
+    tag = "worker",
+    operation_id = "worker_complete",
+    params(crate::openapi::JobPath),
+    request_body = CompleteBody,
+    responses(
+        (status = 204, description = "The job is `COMPLETED`."),
+        (status = 400, description = "The body is unreadable or not JSON.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown API key.",
+            body = pipelet_api::wire::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
+        (status = 403, description = "Not a worker key: the worker API needs one \
+            (`pipelet keys create --role worker`).", body = pipelet_api::wire::ErrorBody),
+        (status = 404, description = "No such job.", body = pipelet_api::wire::ErrorBody),
+        (status = 409, description = "The lease is lost (`lease_lost: true`; drop the job), or \
+            no result was uploaded for this lease (PUT the MP4 to `.../result` first).",
+            body = crate::openapi::WorkerConflict),
+        (status = 422, description = "Well-formed JSON of the wrong shape; `detail` names \
+            the field.", body = pipelet_api::wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn complete(
     State(state): State<AppState>,
     principal: Principal,
@@ -240,6 +385,35 @@ pub async fn complete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Fail a job
+///
+/// Reports that the attempt failed. A `retryable` failure re-queues the job while attempts
+/// remain; otherwise the request ends `FAILED` with `error` as the reason.
+#[utoipa::path(
+    post,
+    path = "/worker/v1/jobs/{id}/fail",
+    tag = "worker",
+    operation_id = "worker_fail",
+    params(crate::openapi::JobPath),
+    request_body = FailBody,
+    responses(
+        (status = 204, description = "Recorded."),
+        (status = 400, description = "The body is unreadable or not JSON.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown API key.",
+            body = pipelet_api::wire::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
+        (status = 403, description = "Not a worker key: the worker API needs one \
+            (`pipelet keys create --role worker`).", body = pipelet_api::wire::ErrorBody),
+        (status = 404, description = "No such job.", body = pipelet_api::wire::ErrorBody),
+        (status = 409, description = "The lease is lost (`lease_lost: true`): the job was \
+            re-queued, given to another worker, cancelled or already finished; drop it.",
+            body = crate::openapi::WorkerConflict),
+        (status = 422, description = "Well-formed JSON of the wrong shape; `detail` names \
+            the field.", body = pipelet_api::wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn fail(
     State(state): State<AppState>,
     principal: Principal,
@@ -261,6 +435,35 @@ pub async fn fail(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Acknowledge a cancel
+///
+/// The worker stopped after a heartbeat said `cancel_requested`: the request ends
+/// `CANCELLED`.
+#[utoipa::path(
+    post,
+    path = "/worker/v1/jobs/{id}/cancelled",
+    tag = "worker",
+    operation_id = "worker_cancelled",
+    params(crate::openapi::JobPath),
+    request_body = LeaseBody,
+    responses(
+        (status = 204, description = "The request is `CANCELLED`."),
+        (status = 400, description = "The body is unreadable or not JSON.",
+            body = pipelet_api::wire::ErrorBody),
+        (status = 401, description = "Missing, malformed or unknown API key.",
+            body = pipelet_api::wire::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
+        (status = 403, description = "Not a worker key: the worker API needs one \
+            (`pipelet keys create --role worker`).", body = pipelet_api::wire::ErrorBody),
+        (status = 404, description = "No such job.", body = pipelet_api::wire::ErrorBody),
+        (status = 409, description = "The lease is lost (`lease_lost: true`): the job was \
+            re-queued, given to another worker, cancelled or already finished; drop it.",
+            body = crate::openapi::WorkerConflict),
+        (status = 422, description = "Well-formed JSON of the wrong shape; `detail` names \
+            the field.", body = pipelet_api::wire::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn cancelled(
     State(state): State<AppState>,
     principal: Principal,

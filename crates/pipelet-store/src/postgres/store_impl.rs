@@ -19,6 +19,10 @@ use crate::{
 
 #[async_trait]
 impl Store for PgStore {
+    async fn try_reaper_lock(&self) -> Result<bool> {
+        PgStore::try_reaper_lock(self).await
+    }
+
     async fn create_job(&self, job: NewJob) -> Result<JobRecord> {
         let (tx, rx) = oneshot::channel();
         self.creates

@@ -5,7 +5,7 @@
 //! transaction. Creates are group-committed: concurrent creates share one transaction
 //! and one fsync, which is what makes durable creates fast. Reads use a small pool,
 //! but queued and running jobs — the ones clients poll — are answered from
-//! [`LiveJobs`], a mirror kept under the writer lock, because a round trip through
+//! `LiveJobs`, a mirror kept under the writer lock, because a round trip through
 //! sqlx's SQLite thread costs several times the rest of a status request. The data
 //! dir is locked to one server, so every job write passes through this process.
 
