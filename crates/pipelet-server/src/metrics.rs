@@ -258,6 +258,8 @@ impl Store for MeteredStore {
         match outcome {
             FailOutcome::Requeued => self.metrics.retried(&model),
             FailOutcome::Failed => self.metrics.finished(&model, "failed"),
+            // A forced cancel was pending: the job ended CANCELLED, not FAILED.
+            FailOutcome::Cancelled => self.metrics.finished(&model, "cancelled"),
         }
         self.metrics.job_ended(lease.job_id);
         Ok(outcome)

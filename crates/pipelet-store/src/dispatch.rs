@@ -49,19 +49,25 @@ pub(crate) fn next_state(job: &JobRecord, retryable: bool) -> JobState {
     }
 }
 
-/// The error recorded on a job whose holder vanished (expired lease, restarted server).
+/// The error recorded on a job whose holder vanished (expired lease, restarted server),
+/// saying what became of it: re-queued, given up after the last attempt, or cancelled
+/// because a forced cancel was pending (the stop that was asked for, not a failure).
+/// Matches [`next_state`] with `retryable`, which is how stranded attempts end.
 pub(crate) fn stranded_error(job: &JobRecord, reason: &str) -> String {
     let holder = job.lease_owner.as_deref().unwrap_or("unknown worker");
-    if job.attempt < job.max_attempts {
-        format!(
+    match next_state(job, true) {
+        JobState::Cancelled => format!(
+            "cancelled: {reason} after the cancel request (holder {holder}, attempt {} of {})",
+            job.attempt, job.max_attempts
+        ),
+        JobState::Queued => format!(
             "{reason} (holder {holder}, attempt {} of {}); re-queued",
             job.attempt, job.max_attempts
-        )
-    } else {
-        format!(
+        ),
+        _ => format!(
             "gave up after {} attempts: {reason} (holder {holder})",
             job.attempt
-        )
+        ),
     }
 }
 
@@ -102,5 +108,57 @@ mod tests {
         let picked = pick_head(vec![t2v], &req(Some(Pipeline::I2v), 10_000), now);
         assert_eq!(picked, Some(t2v), "loaded pipeline has nothing queued");
         assert_eq!(pick_head(Vec::new(), &req(None, 0), now), None);
+    }
+
+    fn running(attempt: u32, cancel_requested: bool) -> JobRecord {
+        JobRecord {
+            id: uuid::Uuid::nil(),
+            seq: 1,
+            model_id: "m".into(),
+            pipeline: Pipeline::T2v,
+            owner_key_id: "o".into(),
+            priority: 0,
+            state: JobState::Running,
+            spec: serde_json::json!({}),
+            input_blob: None,
+            created_at_ms: 0,
+            started_at_ms: Some(0),
+            finished_at_ms: None,
+            attempt,
+            max_attempts: 2,
+            lease_token: 1,
+            lease_owner: Some("worker:a".into()),
+            lease_expires_at_ms: Some(0),
+            cancel_requested,
+            progress: None,
+            error: None,
+            result: None,
+            cancelled_by: None,
+            webhook_url: None,
+        }
+    }
+
+    #[test]
+    fn stranded_errors_say_what_happened() {
+        let reason = "lease expired";
+        let requeued = stranded_error(&running(1, false), reason);
+        assert_eq!(
+            requeued,
+            "lease expired (holder worker:a, attempt 1 of 2); re-queued"
+        );
+        let gave_up = stranded_error(&running(2, false), reason);
+        assert_eq!(
+            gave_up,
+            "gave up after 2 attempts: lease expired (holder worker:a)"
+        );
+        for attempt in [1, 2] {
+            let cancelled = stranded_error(&running(attempt, true), reason);
+            assert!(
+                cancelled.starts_with("cancelled: lease expired"),
+                "{cancelled}"
+            );
+            assert!(!cancelled.contains("re-queued"), "{cancelled}");
+            assert!(!cancelled.contains("gave up"), "{cancelled}");
+        }
     }
 }

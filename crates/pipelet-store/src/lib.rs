@@ -45,14 +45,18 @@ pub trait Store: Send + Sync + 'static {
         extend_ms: i64,
     ) -> Result<HeartbeatReply>;
     async fn complete(&self, lease: &LeaseRef, result: &JobResult) -> Result<()>;
-    /// Ends an attempt with an error: re-queued when `retryable` and attempts remain.
+    /// Ends an attempt with an error: re-queued when `retryable` and attempts remain;
+    /// `FailOutcome::Cancelled` when a forced cancel was pending (the cancel wins).
     async fn fail(&self, lease: &LeaseRef, error: &str, retryable: bool) -> Result<FailOutcome>;
-    /// Ends an attempt that stopped because its job was cancelled while running.
+    /// Ends an attempt that stopped because its job was cancelled while running (a
+    /// forced cancel is pending); `Err(InvalidState(Running))`, changing nothing, when
+    /// no cancel was requested.
     async fn ack_cancelled(&self, lease: &LeaseRef) -> Result<()>;
     /// Re-queues (or fails, after the last attempt) every job whose lease expired.
     async fn reap_expired(&self, now_ms: i64) -> Result<Vec<ReapedJob>>;
-    /// Re-queues running jobs leased to `owner_prefix*` (in-process workers of a previous
-    /// run of this server, which cannot still be alive).
+    /// Re-queues running jobs whose lease owner starts with `owner_prefix` (an exact,
+    /// case-sensitive prefix: in-process workers of a previous run of this server, which
+    /// cannot still be alive).
     async fn release_leases_of(&self, owner_prefix: &str) -> Result<u64>;
 
     /// Counts of jobs per (model id, state) and how many are queued in total.

@@ -164,6 +164,9 @@ pub enum CancelOutcome {
 pub enum FailOutcome {
     Requeued,
     Failed,
+    /// A forced cancel was pending: the attempt's end stopped the job as asked, and it
+    /// ended CANCELLED (the error is still recorded).
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

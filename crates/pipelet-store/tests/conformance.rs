@@ -97,6 +97,10 @@ conformance!(
     retries_then_fails_after_last_attempt,
     loaded_pipeline_is_preferred_until_another_waits_too_long,
     release_leases_of_a_previous_run,
+    release_leases_of_is_an_exact_case_sensitive_prefix,
+    a_failure_with_a_forced_cancel_pending_ends_cancelled,
+    a_stranded_job_with_a_forced_cancel_pending_says_cancelled,
+    ack_cancelled_needs_a_cancel_request,
     concurrent_creates_are_all_committed_in_order,
     state_and_positions_survive_reopen,
     keys_are_found_by_secret_only,
@@ -382,8 +386,173 @@ async fn release_leases_of_a_previous_run(f: &Fixture) {
         s.get_job(b.id).await.unwrap().unwrap().state,
         JobState::Running
     );
-    // LIKE wildcards in the prefix are literal.
+    // `_` and `%` in the prefix are plain characters.
     assert_eq!(s.release_leases_of("worker_").await.unwrap(), 0);
+}
+
+async fn release_leases_of_is_an_exact_case_sensitive_prefix(f: &Fixture) {
+    let s = f.store.as_ref();
+    let owners = ["local:old/0", "Local:old/1", "wörker:É/2", "50%_off/3"];
+    let mut jobs = Vec::new();
+    for owner in owners {
+        let job = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+        let mut req = claim_req(&[Pipeline::T2v], 30_000);
+        req.worker_id = owner.into();
+        let lease = s.claim(&req).await.unwrap().unwrap();
+        assert_eq!(lease.job.id, job.id);
+        jobs.push(job.id);
+    }
+    let state = |i: usize| {
+        let id = jobs[i];
+        async move { s.get_job(id).await.unwrap().unwrap().state }
+    };
+    // Neither ASCII nor non-ASCII case folds; no wildcards.
+    for prefix in [
+        "LOCAL:",
+        "local:OLD",
+        "WÖRKER:",
+        "wörker:é",
+        "%",
+        "_",
+        "50_",
+        "local:old/0/",
+    ] {
+        assert_eq!(s.release_leases_of(prefix).await.unwrap(), 0, "{prefix:?}");
+    }
+    for i in 0..owners.len() {
+        assert_eq!(state(i).await, JobState::Running);
+    }
+    assert_eq!(s.release_leases_of("local:").await.unwrap(), 1);
+    assert_eq!(state(0).await, JobState::Queued);
+    assert_eq!(state(1).await, JobState::Running);
+    assert_eq!(s.release_leases_of("wörker:É").await.unwrap(), 1);
+    assert_eq!(state(2).await, JobState::Queued);
+    assert_eq!(s.release_leases_of("50%_").await.unwrap(), 1);
+    assert_eq!(state(3).await, JobState::Queued);
+    // The whole owner is a prefix of itself; the empty prefix matches every owner.
+    assert_eq!(s.release_leases_of("Local:old/1").await.unwrap(), 1);
+    let c = s.create_job(new_job(Pipeline::I2v, 0)).await.unwrap();
+    s.claim(&claim_req(&[Pipeline::I2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.release_leases_of("").await.unwrap(), 1);
+    assert_eq!(position(s, c.id).await, Some(0));
+}
+
+async fn a_failure_with_a_forced_cancel_pending_ends_cancelled(f: &Fixture) {
+    let s = f.store.as_ref();
+    for retryable in [true, false] {
+        let job = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+        let lease = s
+            .claim(&claim_req(&[Pipeline::T2v], 30_000))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.cancel(job.id, true, "me").await.unwrap(),
+            CancelOutcome::StopRequested
+        );
+        assert_eq!(
+            s.fail(&lease.lease, "runner crashed", retryable)
+                .await
+                .unwrap(),
+            FailOutcome::Cancelled,
+            "retryable = {retryable}"
+        );
+        let (job, pos) = s.job_status(job.id).await.unwrap().unwrap();
+        assert_eq!((job.state, pos), (JobState::Cancelled, None));
+        assert_eq!(job.cancelled_by.as_deref(), Some("me"));
+        assert_eq!(job.error.as_deref(), Some("runner crashed"));
+        assert!(job.finished_at_ms.is_some());
+        assert_eq!(s.queued_total(), 0);
+        assert!(matches!(
+            s.fail(&lease.lease, "again", retryable).await,
+            Err(StoreError::LeaseLost)
+        ));
+    }
+}
+
+async fn a_stranded_job_with_a_forced_cancel_pending_says_cancelled(f: &Fixture) {
+    let s = f.store.as_ref();
+    // Reaped: the lease expired after the cancel request.
+    let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    s.claim(&claim_req(&[Pipeline::T2v], -1))
+        .await
+        .unwrap()
+        .unwrap();
+    s.cancel(a.id, true, "me").await.unwrap();
+    let reaped = s.reap_expired(now_ms()).await.unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped[0].outcome, ReapOutcome::Cancelled);
+    let job = s.get_job(a.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(job.cancelled_by.as_deref(), Some("me"));
+    let error = job.error.unwrap();
+    assert!(error.starts_with("cancelled: lease expired"), "{error}");
+    assert!(!error.contains("re-queued"), "{error}");
+
+    // Released: the server restarted after the cancel request.
+    let b = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    let mut req = claim_req(&[Pipeline::T2v], 30_000);
+    req.worker_id = "local:old/0".into();
+    s.claim(&req).await.unwrap().unwrap();
+    s.cancel(b.id, true, "me").await.unwrap();
+    assert_eq!(s.release_leases_of("local:").await.unwrap(), 1);
+    let (job, pos) = s.job_status(b.id).await.unwrap().unwrap();
+    assert_eq!((job.state, pos), (JobState::Cancelled, None));
+    let error = job.error.unwrap();
+    assert!(error.starts_with("cancelled: "), "{error}");
+    assert!(error.contains("server restarted"), "{error}");
+    assert!(!error.contains("re-queued"), "{error}");
+    assert_eq!(s.queued_total(), 0);
+}
+
+async fn ack_cancelled_needs_a_cancel_request(f: &Fixture) {
+    let s = f.store.as_ref();
+    let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    let lease = s
+        .claim(&claim_req(&[Pipeline::T2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let before = s.get_job(a.id).await.unwrap().unwrap();
+    assert!(matches!(
+        s.ack_cancelled(&lease.lease).await,
+        Err(StoreError::InvalidState(JobState::Running))
+    ));
+    // Refused and nothing changed: the lease is still good.
+    assert_eq!(s.get_job(a.id).await.unwrap().unwrap(), before);
+    let hb = s.heartbeat(&lease.lease, None, 30_000).await.unwrap();
+    assert!(!hb.cancel_requested);
+    // Stale and unknown leases are refused as before.
+    let stale = LeaseRef {
+        job_id: a.id,
+        token: lease.lease.token + 1,
+    };
+    assert!(matches!(
+        s.ack_cancelled(&stale).await,
+        Err(StoreError::LeaseLost)
+    ));
+    let unknown = LeaseRef {
+        job_id: Uuid::new_v4(),
+        token: 1,
+    };
+    assert!(matches!(
+        s.ack_cancelled(&unknown).await,
+        Err(StoreError::NotFound)
+    ));
+    // Once a cancel is requested, the acknowledgement ends the job CANCELLED.
+    s.cancel(a.id, true, "me").await.unwrap();
+    s.ack_cancelled(&lease.lease).await.unwrap();
+    let job = s.get_job(a.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(job.cancelled_by.as_deref(), Some("me"));
+    assert_eq!(job.lease_owner, None);
+    assert!(matches!(
+        s.ack_cancelled(&lease.lease).await,
+        Err(StoreError::LeaseLost)
+    ));
 }
 
 async fn concurrent_creates_are_all_committed_in_order(f: &Fixture) {

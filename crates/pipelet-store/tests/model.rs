@@ -14,11 +14,15 @@
 //! long (60 s), and the loaded-pipeline rule's switch bound is either a day (never
 //! switch) or -1 (every job of another pipeline has waited too long).
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use futures::future::LocalBoxFuture;
 use pipelet_api::Pipeline;
+use pipelet_store::postgres::PgStore;
 use pipelet_store::sqlite::SqliteStore;
 use pipelet_store::*;
 use proptest::prelude::*;
@@ -30,11 +34,13 @@ use uuid::Uuid;
 // ---------------------------------------------------------------------------------------
 
 /// Lease holders. Two look like in-process workers of two server runs, the others like
-/// remote workers; `worker_x/1` checks that `_` in a prefix is not a LIKE wildcard.
+/// remote workers; `worker_x/1` checks that `_` in a prefix is no wildcard.
 const WORKERS: [&str; 4] = ["local:aaa/0", "local:bbb/1", "worker:k/gpu-1", "worker_x/1"];
-/// Prefixes given to `release_leases_of`.
-const PREFIXES: [&str; 7] = [
+/// Prefixes given to `release_leases_of`: an exact, case-sensitive prefix match, so
+/// `LOCAL:` releases nothing and `%` and `_` are plain characters.
+const PREFIXES: [&str; 8] = [
     "local:",
+    "LOCAL:",
     "local:aaa",
     "worker:",
     "worker_",
@@ -70,6 +76,9 @@ pub enum LeaseSel {
     Live(Index),
     /// Any lease handed out so far, stale ones included.
     Any(Index),
+    /// A live lease whose job has a forced cancel pending (any live lease when none
+    /// has), to reach acknowledged cancels and failures that end CANCELLED.
+    Cancelling(Index),
     /// A token one past the job's current one (never handed out): refused.
     Future(Index),
     /// A job id that does not exist.
@@ -181,6 +190,7 @@ fn lease_len() -> impl Strategy<Value = LeaseLen> {
 fn lease_sel() -> impl Strategy<Value = LeaseSel> {
     prop_oneof![
         6 => any::<Index>().prop_map(LeaseSel::Live),
+        2 => any::<Index>().prop_map(LeaseSel::Cancelling),
         3 => any::<Index>().prop_map(LeaseSel::Any),
         1 => any::<Index>().prop_map(LeaseSel::Future),
         1 => Just(LeaseSel::Unknown),
@@ -263,9 +273,12 @@ fn op() -> impl Strategy<Value = Op> {
 enum ErrorModel {
     /// Exactly the worker's message.
     Exact(String),
-    /// The store's own message for a stranded attempt: names the reason, and says it
-    /// gave up when it was the last attempt.
-    Stranded { reason: &'static str, gave_up: bool },
+    /// The store's own message for a stranded attempt: names the reason and says what
+    /// became of the job.
+    Stranded {
+        reason: &'static str,
+        outcome: ReapOutcome,
+    },
 }
 
 const REAP_REASON: &str = "lease expired";
@@ -297,6 +310,8 @@ struct ModelJob {
 enum Refusal {
     LeaseLost,
     NotFound,
+    /// The lease is valid but the call does not fit the job's state.
+    InvalidState(JobState),
 }
 
 #[derive(Debug, Default)]
@@ -334,6 +349,22 @@ impl Model {
                     self.resolve_lease(&LeaseSel::Any(*i))
                 } else {
                     *live[i.index(live.len())]
+                }
+            }
+            LeaseSel::Cancelling(i) => {
+                let cancelling: Vec<&LeaseRef> = self
+                    .leases
+                    .iter()
+                    .filter(|l| self.is_live(l))
+                    .filter(|l| {
+                        self.find(l.job_id)
+                            .is_some_and(|j| self.jobs[j].cancel_requested)
+                    })
+                    .collect();
+                if cancelling.is_empty() {
+                    self.resolve_lease(&LeaseSel::Live(*i))
+                } else {
+                    *cancelling[i.index(cancelling.len())]
                 }
             }
             LeaseSel::Any(i) if !self.leases.is_empty() => self.leases[i.index(self.leases.len())],
@@ -444,16 +475,25 @@ impl Model {
             if job.state != JobState::Running || !matches(job) {
                 continue;
             }
-            let gave_up = job.attempt >= job.max_attempts;
-            let next = self.end_attempt(i, ErrorModel::Stranded { reason, gave_up }, true);
+            // A pending forced cancel wins, then a retry while attempts remain.
+            let outcome = if job.cancel_requested {
+                ReapOutcome::Cancelled
+            } else if job.attempt < job.max_attempts {
+                ReapOutcome::Requeued
+            } else {
+                ReapOutcome::Failed
+            };
+            let next = self.end_attempt(i, ErrorModel::Stranded { reason, outcome }, true);
+            let expected = match outcome {
+                ReapOutcome::Requeued => JobState::Queued,
+                ReapOutcome::Failed => JobState::Failed,
+                ReapOutcome::Cancelled => JobState::Cancelled,
+            };
+            assert_eq!(next, expected, "model: stranded outcome");
             ended.push(ReapedJob {
                 id: self.jobs[i].id,
                 model_id: self.jobs[i].model_id.clone(),
-                outcome: match next {
-                    JobState::Queued => ReapOutcome::Requeued,
-                    JobState::Cancelled => ReapOutcome::Cancelled,
-                    _ => ReapOutcome::Failed,
-                },
+                outcome,
             });
         }
         ended
@@ -542,6 +582,7 @@ fn refusal<T>(result: Result<T>, ctx: &str) -> Result<T, Refusal> {
         Ok(v) => Ok(v),
         Err(StoreError::LeaseLost) => Err(Refusal::LeaseLost),
         Err(StoreError::NotFound) => Err(Refusal::NotFound),
+        Err(StoreError::InvalidState(state)) => Err(Refusal::InvalidState(state)),
         Err(e) => panic!("{ctx}: unexpected store error: {e}"),
     }
 }
@@ -596,16 +637,24 @@ fn check_record(rec: &JobRecord, m: &ModelJob, now: i64, ctx: &str) {
         (Some(ErrorModel::Exact(want)), got) => {
             assert_eq!(got.as_deref(), Some(want.as_str()), "{ctx}: error")
         }
-        (Some(ErrorModel::Stranded { reason, gave_up }), Some(got)) => {
+        (Some(ErrorModel::Stranded { reason, outcome }), Some(got)) => {
             assert!(
                 got.contains(reason),
                 "{ctx}: error {got:?} should say {reason:?}"
             );
-            assert_eq!(
-                got.contains("gave up"),
-                *gave_up,
-                "{ctx}: error {got:?}, gave up = {gave_up}"
-            );
+            // Says what happened, and nothing else: re-queued, gave up, or cancelled.
+            let says = [
+                (ReapOutcome::Requeued, got.contains("re-queued")),
+                (ReapOutcome::Failed, got.contains("gave up")),
+                (ReapOutcome::Cancelled, got.starts_with("cancelled")),
+            ];
+            for (which, said) in says {
+                assert_eq!(
+                    said,
+                    which == *outcome,
+                    "{ctx}: error {got:?} for outcome {outcome:?}"
+                );
+            }
         }
         (Some(want), None) => panic!("{ctx}: no error, expected {want:?}"),
     }
@@ -824,8 +873,8 @@ pub async fn check_against_model(mut store: Arc<dyn Store>, ops: Vec<Op>, reopen
                 let want = model.leased(&lease).map(|i| {
                     match model.end_attempt(i, ErrorModel::Exact(error.clone()), retryable) {
                         JobState::Queued => FailOutcome::Requeued,
-                        // Also when a forced cancel turned the job CANCELLED: the store
-                        // answers `Failed` then (FailOutcome has no Cancelled variant).
+                        // A pending forced cancel wins; the worker's error is kept.
+                        JobState::Cancelled => FailOutcome::Cancelled,
                         _ => FailOutcome::Failed,
                     }
                 });
@@ -833,9 +882,16 @@ pub async fn check_against_model(mut store: Arc<dyn Store>, ops: Vec<Op>, reopen
                 assert_eq!(got, want, "{ctx}: {lease:?}");
             }
             Op::AckCancelled { lease } => {
-                // The store accepts this on any live lease, cancel requested or not.
+                // Only on a live lease whose job has a forced cancel pending; otherwise
+                // refused, changing nothing (the worker keeps its lease).
                 let lease = model.resolve_lease(&lease);
-                let want = model.leased(&lease);
+                let want = model.leased(&lease).and_then(|i| {
+                    if model.jobs[i].cancel_requested {
+                        Ok(i)
+                    } else {
+                        Err(Refusal::InvalidState(JobState::Running))
+                    }
+                });
                 let got = refusal(s.ack_cancelled(&lease).await, &ctx);
                 assert_eq!(got, want.map(|_| ()), "{ctx}: {lease:?}");
                 if let Ok(i) = want {
@@ -905,18 +961,27 @@ pub async fn check_against_model(mut store: Arc<dyn Store>, ops: Vec<Op>, reopen
 // Instantiations
 // ---------------------------------------------------------------------------------------
 
-/// 64 cases by default; `PROPTEST_CASES=5000` for a longer soak.
-fn config() -> ProptestConfig {
+/// `default_cases` unless `PROPTEST_CASES` says otherwise (e.g. 5000 for a longer soak).
+fn config_with(default_cases: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(64);
+        .unwrap_or(default_cases);
     ProptestConfig {
         cases,
         // Each shrink step replays a whole sequence against a fresh database.
         max_shrink_iters: 2048,
         ..ProptestConfig::default()
     }
+}
+
+fn config() -> ProptestConfig {
+    config_with(64)
+}
+
+/// Fewer by default: each case creates, migrates and drops a database.
+fn postgres_config() -> ProptestConfig {
+    config_with(24)
 }
 
 proptest! {
@@ -940,6 +1005,44 @@ proptest! {
                 })
             };
             check_against_model(store, ops, &reopen).await;
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(postgres_config())]
+
+    /// The same property on PostgreSQL, each case on a fresh database (see
+    /// `support/mod.rs`; skipped with `PIPELET_SKIP_POSTGRES=1`). Reopen connects a new
+    /// `PgStore` to the same database, as a restarted server would.
+    #[test]
+    fn postgres_store_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let Some(db) = support::pg_test_db().await else {
+                return;
+            };
+            let url = db.url.clone();
+            let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
+            let reopen = move || -> LocalBoxFuture<'static, Arc<dyn Store>> {
+                let url = url.clone();
+                Box::pin(async move {
+                    let store: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
+                    store
+                })
+            };
+            // Drop the database even when the case fails: shrinking replays many
+            // failing cases, and the minimal one is printed anyway.
+            let checked = std::panic::AssertUnwindSafe(check_against_model(store, ops, &reopen))
+                .catch_unwind()
+                .await;
+            db.drop_db().await;
+            if let Err(panic) = checked {
+                std::panic::resume_unwind(panic);
+            }
         });
     }
 }

@@ -186,21 +186,42 @@ pub(super) async fn complete(pool: &PgPool, lease: &LeaseRef, result: &JobResult
     Ok(())
 }
 
+/// Ends a running attempt as CANCELLED, which only a pending forced cancel allows.
 pub(super) async fn ack_cancelled(pool: &PgPool, lease: &LeaseRef) -> Result<()> {
-    let updated = sqlx::query(
+    let mut tx = pool.begin().await?;
+    let job = leased_job(&mut tx, lease).await?;
+    if !job.cancel_requested {
+        // Dropping the transaction rolls it back: nothing changes.
+        return Err(StoreError::InvalidState(JobState::Running));
+    }
+    sqlx::query(
         "UPDATE jobs SET state = 'cancelled', finished_at = $1, lease_owner = NULL, \
          lease_expires_at = NULL, cancelled_by = COALESCE(cancelled_by, lease_owner, 'worker') \
-         WHERE id = $2::uuid AND state = 'running' AND lease_token = $3",
+         WHERE seq = $2 AND state = 'running' AND lease_token = $3",
     )
     .bind(now_ms())
-    .bind(lease.job_id.to_string())
+    .bind(job.seq)
     .bind(lease.token)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    if updated.rows_affected() == 0 {
-        return Err(lease_miss(pool, lease).await);
-    }
+    tx.commit().await?;
     Ok(())
+}
+
+/// Locks the job a lease-holder call refers to (in the caller's transaction), or
+/// `LeaseLost` when the token is stale.
+async fn leased_job(tx: &mut sqlx::PgConnection, lease: &LeaseRef) -> Result<JobRecord> {
+    let row = sqlx::query(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1::uuid FOR UPDATE"
+    ))
+    .bind(lease.job_id.to_string())
+    .fetch_optional(&mut *tx)
+    .await?;
+    match row.as_ref().map(job_from_row).transpose()? {
+        Some(job) if job.state == JobState::Running && job.lease_token == lease.token => Ok(job),
+        Some(_) => Err(StoreError::LeaseLost),
+        None => Err(StoreError::NotFound),
+    }
 }
 
 pub(super) async fn fail(
@@ -212,24 +233,16 @@ pub(super) async fn fail(
 ) -> Result<FailOutcome> {
     let write = gauge.write();
     let mut tx = pool.begin().await?;
-    let row = sqlx::query(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1::uuid FOR UPDATE"
-    ))
-    .bind(lease.job_id.to_string())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let job = match row.as_ref().map(job_from_row).transpose()? {
-        Some(job) if job.state == JobState::Running && job.lease_token == lease.token => job,
-        Some(_) => return Err(StoreError::LeaseLost),
-        None => return Err(StoreError::NotFound),
-    };
+    let job = leased_job(&mut tx, lease).await?;
     let next = end_attempt(&mut tx, &job, error, retryable).await?;
     tx.commit().await?;
-    Ok(if next == JobState::Queued {
-        write.commit(1);
-        FailOutcome::Requeued
-    } else {
-        FailOutcome::Failed
+    Ok(match next {
+        JobState::Queued => {
+            write.commit(1);
+            FailOutcome::Requeued
+        }
+        JobState::Cancelled => FailOutcome::Cancelled,
+        _ => FailOutcome::Failed,
     })
 }
 

@@ -144,8 +144,10 @@ impl PgStore {
             .acquire_timeout(tuning.acquire_timeout)
             .connect_with(options.clone())
             .await?;
+        // The listener holds one connection for good; the second slot lets it reconnect
+        // while the dead one is still being closed.
         let listen_pool = PgPoolOptions::new()
-            .max_connections(1)
+            .max_connections(2)
             .acquire_timeout(tuning.acquire_timeout)
             .connect_with(options.clone())
             .await?;

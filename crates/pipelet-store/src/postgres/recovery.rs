@@ -18,7 +18,8 @@ pub(super) enum Stranded<'a> {
     /// Lease expired before this time (ms). Rows another server is reaping (locked) are
     /// skipped: that server handles them.
     ExpiredBefore(i64),
-    /// Leased to an owner starting with this prefix (taken literally).
+    /// Leased to an owner starting with this prefix: exact and case-sensitive, no
+    /// wildcards.
     OwnerPrefix(&'a str),
 }
 
@@ -38,7 +39,7 @@ pub(super) async fn end_stranded(
         // Blocking (in seq order, so two releasers cannot deadlock): the row may be
         // briefly locked by a cancel or heartbeat and must still be released.
         Stranded::OwnerPrefix(_) => (
-            "lease_owner LIKE $1 ESCAPE '\\'",
+            "left(lease_owner, length($1::text)) = $1::text",
             "FOR UPDATE",
             "the server restarted while the job was running",
         ),
@@ -49,7 +50,7 @@ pub(super) async fn end_stranded(
     );
     let query = match which {
         Stranded::ExpiredBefore(now) => sqlx::query(&sql).bind(now),
-        Stranded::OwnerPrefix(prefix) => sqlx::query(&sql).bind(like_prefix(prefix)),
+        Stranded::OwnerPrefix(prefix) => sqlx::query(&sql).bind(text(prefix)),
     };
     let rows = query.fetch_all(&mut *tx).await?;
     let mut ended = Vec::with_capacity(rows.len());
@@ -74,15 +75,6 @@ pub(super) async fn end_stranded(
             },
         })
         .collect())
-}
-
-/// A `LIKE` pattern matching strings that start with `prefix`, wildcards escaped.
-fn like_prefix(prefix: &str) -> String {
-    let escaped = text(prefix)
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("{escaped}%")
 }
 
 pub(super) async fn cancel(
@@ -139,13 +131,4 @@ pub(super) async fn cancel(
         0
     });
     Ok(outcome)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn like_prefix_escapes_wildcards() {
-        assert_eq!(super::like_prefix("local:"), "local:%");
-        assert_eq!(super::like_prefix("a_b%c\\"), "a\\_b\\%c\\\\%");
-    }
 }

@@ -304,19 +304,25 @@ pub(super) async fn fail(
     }
     .await;
     let (job, next) = finish(conn, ended).await?;
-    Ok(if next == JobState::Queued {
-        lock_index(index).insert(job.pipeline, job.priority, job.seq);
-        available.notify_waiters();
-        FailOutcome::Requeued
-    } else {
-        FailOutcome::Failed
+    Ok(match next {
+        JobState::Queued => {
+            lock_index(index).insert(job.pipeline, job.priority, job.seq);
+            available.notify_waiters();
+            FailOutcome::Requeued
+        }
+        JobState::Cancelled => FailOutcome::Cancelled,
+        _ => FailOutcome::Failed,
     })
 }
 
+/// Ends a running attempt as CANCELLED, which only a pending forced cancel allows.
 pub(super) async fn ack_cancelled(conn: &mut SqliteConnection, lease: &LeaseRef) -> Result<()> {
     begin(conn).await?;
     let done = async {
         let job = leased_job(conn, lease).await?;
+        if !job.cancel_requested {
+            return Err(StoreError::InvalidState(JobState::Running));
+        }
         sqlx::query(
             "UPDATE jobs SET state = 'cancelled', finished_at = ?, lease_owner = NULL, \
              lease_expires_at = NULL, cancelled_by = COALESCE(cancelled_by, ?) WHERE seq = ?",

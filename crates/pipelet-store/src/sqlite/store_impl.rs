@@ -157,19 +157,14 @@ impl Store for SqliteStore {
 
     async fn release_leases_of(&self, owner_prefix: &str) -> Result<u64> {
         let mut conn = self.writer.lock().await;
-        let pattern = format!(
-            "{}%",
-            owner_prefix
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        // An exact, case-sensitive prefix (`LIKE` folds ASCII case and has wildcards).
+        // `length` and `substr` both count characters, so the comparison is exact.
         let released = jobs::end_stranded(
             &mut conn,
             &self.index,
             &self.available,
-            "lease_owner LIKE ? ESCAPE '\\'",
-            pattern,
+            "substr(lease_owner, 1, length(?1)) = ?1",
+            owner_prefix.to_string(),
             "the server restarted while the job was running",
         )
         .await?;
