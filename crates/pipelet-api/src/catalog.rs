@@ -12,6 +12,7 @@ pub use info::{MaxDuration, ModelDefaults, ModelInfo, Size};
 
 /// The two Wan 2.2 pipelines. Tiers of one pipeline share one set of weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Pipeline {
     T2v,

@@ -19,6 +19,7 @@ const FIELD: &str = "data_uri";
 
 /// What validation learnt about the input image; stored in the job's spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InputImageInfo {
     /// `"png"`, `"jpeg"` or `"webp"`, sniffed from the bytes (not the declared type).
     pub format: String,

@@ -47,6 +47,7 @@ impl InputError {
 
 /// Everything a runner needs to make the video; stored as JSON with the job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSpec {
     pub prompt: String,
     #[serde(default)]

@@ -7,23 +7,36 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::InputError;
 
+mod create;
 mod result;
 
+pub use create::CreateRequest;
 pub use result::{ResultResponse, VIDEO_CONTENT_TYPE, VideoResult};
 
 /// `POST /queue/{model_id}` → 200.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateResponse {
+    /// The request's id: an opaque string (a UUID).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "9b2f5d1e-3c4a-4e8b-a1f0-5d6c7b8a9e01")
+    )]
     pub request_id: String,
+    /// Absolute URL of the result: `GET` it once the status is `COMPLETED`.
     pub response_url: String,
+    /// Absolute URL of the status: poll it with `GET`.
     pub status_url: String,
+    /// Absolute URL to cancel the request with `PUT`.
     pub cancel_url: String,
     /// Jobs that will be dispatched before this one (0: next).
     pub queue_position: u64,
 }
 
-/// The public status of a request.
+/// The public status of a request. A job retried after a lost worker shows `IN_QUEUE`
+/// again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStatus {
     InQueue,
@@ -72,7 +85,12 @@ impl std::fmt::Display for JobStatus {
 }
 
 /// `statusMessages`: always an object, `{}` while queued. Absent fields are omitted.
+///
+/// In progress it holds `message` `"PROCESSING"` and `detail_message`
+/// `"Progress: 4/24 Tasks done"`; COMPLETED adds the timings, FAILED the reason and
+/// CANCELLED who cancelled and when.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct StatusMessages {
     /// `"PROCESSING"` in progress; a one-word summary in terminal states.
@@ -158,8 +176,10 @@ impl StatusMessages {
 
 /// One log line, in fal's shape (`logs` is null unless asked for with `?logs=1`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogEntry {
     pub message: String,
+    /// `"INFO"`, `"WARN"` or `"ERROR"`.
     pub level: String,
     #[serde(default)]
     pub source: String,
@@ -172,12 +192,23 @@ pub struct LogEntry {
 /// Build it with [`StatusResponse::new`] so `queue_position` is present only while
 /// `IN_QUEUE`, as the contract says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(
+        description = "The status of a request (`GET .../status`, and each event of \
+                          `.../status/stream`)."
+    )
+)]
 pub struct StatusResponse {
     pub status: JobStatus,
+    /// `IN_QUEUE` only: how many jobs will be dispatched before this one (0: next).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u64>,
+    /// Always an object (`{}` while queued).
     #[serde(rename = "statusMessages", default)]
     pub status_messages: StatusMessages,
+    /// Absolute URL of the result.
     pub response_url: String,
     pub request_id: String,
     /// Always present (fal clients read it); `null` unless logs were asked for.
@@ -231,8 +262,15 @@ impl StatusResponse {
 /// Every error body: `{"detail": "..."}`, plus the field at fault or the request's
 /// status when they help.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
+    /// What went wrong, written for a person: which field, what is allowed.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "duration 7 s is too long for 720p output (1280x720): at most 5 s")
+    )]
     pub detail: String,
+    /// 422: the body field at fault, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// For 409 on a result that is not ready: the request's status.

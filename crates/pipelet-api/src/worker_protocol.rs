@@ -13,28 +13,36 @@ pub const MAX_CLAIM_WAIT_MS: u64 = 30_000;
 
 /// `POST /worker/v1/claim`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimBody {
-    /// A name for this worker, unique in the fleet (shown in job history and metrics).
+    /// A name for this worker, unique in the fleet (shown in job history and metrics):
+    /// 1 to 128 printable characters.
     pub worker_id: String,
+    /// The pipelines this worker can run; at least one.
     pub pipelines: Vec<Pipeline>,
     /// The pipeline whose weights the worker has loaded, preferred when choosing a job.
     #[serde(default)]
     pub loaded: Option<Pipeline>,
-    /// How long to wait for a job, at most [`MAX_CLAIM_WAIT_MS`].
+    /// How long to wait for a job in milliseconds (a long poll), at most 30000
+    /// (`MAX_CLAIM_WAIT_MS`); 0 answers at once.
     #[serde(default)]
     pub wait_ms: u64,
 }
 
 /// 200 answer to a claim (204 when no job came within `wait_ms`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimedJob {
     pub job_id: String,
+    /// The fencing token: every later call about this job carries it.
     pub lease_token: i64,
     pub model_id: String,
     pub pipeline: Pipeline,
+    /// What to render.
     pub spec: JobSpec,
     /// Whether `GET .../input` has an image for this job.
     pub has_input: bool,
+    /// Which attempt this is, from 1.
     pub attempt: u32,
     /// The lease length and the heartbeat interval the server expects.
     pub lease_ms: u64,
@@ -42,6 +50,8 @@ pub struct ClaimedJob {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+/// Denoising steps done out of the total.
 pub struct WireProgress {
     pub done: u32,
     pub total: u32,
@@ -49,36 +59,47 @@ pub struct WireProgress {
 
 /// `POST /worker/v1/jobs/{id}/heartbeat`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatBody {
     pub lease_token: i64,
+    /// Progress so far, shown to the client.
     #[serde(default)]
     pub progress: Option<WireProgress>,
 }
 
+/// Answer to a heartbeat: the lease was extended.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatAnswer {
     /// The client asked to stop this job: stop and call `.../cancelled`.
     pub cancel_requested: bool,
+    /// The lease now runs this much longer.
     pub lease_expires_in_ms: u64,
 }
 
 /// `POST /worker/v1/jobs/{id}/complete`, after the MP4 was uploaded with
 /// `PUT .../result?lease_token=`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompleteBody {
     pub lease_token: i64,
+    /// The uploaded video's size in pixels.
     pub width: u32,
     pub height: u32,
     pub frames: u32,
     pub fps: u32,
+    /// The renderer that made it: `preview` or `wan`.
     pub backend: String,
+    /// Seconds spent rendering.
     pub run_seconds: f64,
 }
 
 /// `POST /worker/v1/jobs/{id}/fail`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FailBody {
     pub lease_token: i64,
+    /// Why, for the client (the first 2000 characters are kept).
     pub error: String,
     /// Whether another attempt may succeed (a crash) or not (an undecodable input).
     pub retryable: bool,
@@ -86,12 +107,15 @@ pub struct FailBody {
 
 /// `POST /worker/v1/jobs/{id}/cancelled`: the worker stopped after a cancel request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseBody {
     pub lease_token: i64,
 }
 
 /// Answer to `PUT .../result`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadAnswer {
+    /// Bytes stored.
     pub bytes: u64,
 }

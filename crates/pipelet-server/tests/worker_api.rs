@@ -294,6 +294,49 @@ async fn a_running_job_is_cancelled_only_when_forced() {
 }
 
 #[tokio::test]
+async fn a_cancel_nobody_requested_is_refused_and_the_lease_kept() {
+    let app = spawn_queue_only().await;
+    let client = app.client_key().await;
+    let worker = app.key(Role::Worker, 0).await;
+    let created = app.create_t2v(&client, T2V, 0).await;
+    let id = str_field(&created, "request_id").to_string();
+    let claimed: Value = claim(&app, &worker, "w")
+        .await
+        .json()
+        .await
+        .expect("claim json");
+    let token = claimed["lease_token"].as_i64().expect("token");
+
+    let r = post(
+        &app,
+        &worker,
+        &format!("/worker/v1/jobs/{id}/cancelled"),
+        json!({"lease_token": token}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["lease_lost"], false, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("no cancel was requested"),
+        "{body}"
+    );
+    let status = app.status(str_field(&created, "status_url"), &client).await;
+    assert_eq!(status["status"], "IN_PROGRESS");
+    let hb = post(
+        &app,
+        &worker,
+        &format!("/worker/v1/jobs/{id}/heartbeat"),
+        json!({"lease_token": token}),
+    )
+    .await;
+    assert_eq!(hb.status(), StatusCode::OK, "the lease is still valid");
+}
+
+#[tokio::test]
 async fn metrics_show_queue_depth_workers_and_timings() {
     let app = spawn_queue_only().await;
     let client = app.client_key().await;

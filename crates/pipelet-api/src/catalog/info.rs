@@ -46,6 +46,7 @@ impl ModelSpec {
 
 /// A `width x height` pair as JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Size {
     pub width: u32,
     pub height: u32,
@@ -53,6 +54,7 @@ pub struct Size {
 
 /// Longest duration per output class, as `{"480p": 7, "720p": 5}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MaxDuration {
     #[serde(rename = "480p")]
     pub p480: u32,
@@ -62,6 +64,7 @@ pub struct MaxDuration {
 
 /// What a create body gets when it leaves a field out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelDefaults {
     /// Only for t2v; i2v output width follows the input image.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,13 +76,19 @@ pub struct ModelDefaults {
 
 /// The public description of one model (for a `/models` endpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelInfo {
+    /// The `model_id` of `POST /queue/{model_id}`.
+    #[cfg_attr(feature = "openapi", schema(example = "wan22-fast-t2v"))]
     pub id: String,
     pub pipeline: Pipeline,
     pub title: String,
     pub description: String,
+    /// Added to each request's own `priority`; higher tiers run sooner.
     pub tier_priority: i64,
+    /// Denoising steps of a request.
     pub steps: u32,
+    /// Denoising steps with `higher_quality_with_more_steps`.
     pub hq_steps: u32,
     /// t2v: the allowed output sizes.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// `GET /queue/{model_id}/requests/{id}` → 200, once COMPLETED.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResultResponse {
     pub video: VideoResult,
 }
@@ -14,15 +15,28 @@ pub struct ResultResponse {
 /// `data_uri` comes first so a server can stream the body: see
 /// [`ResultResponse::stream_parts`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(
+        description = "The finished video (H.264, yuv420p, in an MP4 that plays in a \
+                          browser) and what it is."
+    )
+)]
 pub struct VideoResult {
     /// Plain base64 of the MP4 (no `data:` prefix), so `base64 --decode` works verbatim.
     pub data_uri: String,
+    /// Always `video/mp4`.
+    #[cfg_attr(feature = "openapi", schema(example = "video/mp4"))]
     pub content_type: String,
     pub file_name: String,
+    /// Size of the MP4 in bytes (before base64).
     pub file_size: u64,
     pub width: u32,
     pub height: u32,
+    /// Frames per second (16).
     pub fps: u32,
+    /// `16 * duration + 1`.
     pub num_frames: u32,
     /// Seconds (`num_frames / fps`).
     pub duration: f64,

@@ -112,7 +112,14 @@ pub struct StreamQuery {
     responses(
         (status = 200, description = "A `text/event-stream` of `status` events, each with a \
             `StatusResponse` as its JSON data.", content_type = "text/event-stream",
-            body = String, example = json!("event: status\nretry: 2000\ndata: {\"status\":\"IN_QUEUE\",\"queue_position\":0,\"statusMessages\":{},\"response_url\":\"http://127.0.0.1:8080/queue/wan22-fast-t2v/requests/9b2f5d1e-3c4a-4e8b-a1f0-5d6c7b8a9e01\",\"request_id\":\"9b2f5d1e-3c4a-4e8b-a1f0-5d6c7b8a9e01\",\"logs\":null}\n\n")),
+            body = String, example = json!(concat!(
+                "event: status\n",
+                "data: {\"status\":\"IN_QUEUE\",\"queue_position\":0,\"statusMessages\":{},",
+                "\"response_url\":\"http://127.0.0.1:8080/queue/wan22-fast-t2v/requests/",
+                "9b2f5d1e-3c4a-4e8b-a1f0-5d6c7b8a9e01\",",
+                "\"request_id\":\"9b2f5d1e-3c4a-4e8b-a1f0-5d6c7b8a9e01\",\"logs\":null}\n",
+                "retry: 2000\n\n",
+            ))),
         (status = 400, description = "A malformed query.", body = pipelet_api::wire::ErrorBody),
         (status = 401, description = "Missing, malformed or unknown API key.",
             body = pipelet_api::wire::ErrorBody,

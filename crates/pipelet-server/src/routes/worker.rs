@@ -49,6 +49,16 @@ fn lease_error(e: StoreError) -> ApiError {
             body: serde_json::json!({ "lease_lost": true }),
         },
         StoreError::NotFound => ApiError::NotFound("no such job".into()),
+        // The lease is still valid; only the call does not fit the job's state (an
+        // acknowledged cancel that nobody requested).
+        StoreError::InvalidState(state) => ApiError::Conflict {
+            detail: format!(
+                "the job is {state} and no cancel was requested: report `cancelled` only \
+                 after a heartbeat answered cancel_requested; the lease is still yours, so \
+                 finish or fail the job"
+            ),
+            body: serde_json::json!({ "lease_lost": false }),
+        },
         other => other.into(),
     }
 }
