@@ -1,5 +1,6 @@
 //! Runners turn a validated job into an MP4 file. The worker loop only sees the
-//! [`Runner`] trait; `preview` (CPU, in this crate) and `wan` (Python, GPU) implement it.
+//! [`Runner`] trait; `preview` (CPU, in this crate) and `wan` (a supervised Python
+//! process, GPU; in [`wan`]) implement it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 mod mp4;
 pub mod preview;
+pub mod wan;
 
 /// Everything a runner needs to render one job. Sizes are final (already validated and
 /// derived by the API layer): width and height are multiples of 16.

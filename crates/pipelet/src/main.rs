@@ -3,6 +3,7 @@
 mod client;
 mod keys;
 mod signals;
+mod wan_args;
 mod worker;
 
 use clap::{Parser, Subcommand};

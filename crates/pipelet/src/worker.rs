@@ -1,5 +1,6 @@
 //! `pipelet worker`: a remote agent that pulls jobs from a server's worker API and runs
-//! them with a runner. Runs the same loop as `serve`'s in-process workers.
+//! them with a runner (`preview`, or `wan`: see [`crate::wan_args`]). Runs the same loop
+//! as `serve`'s in-process workers.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use anyhow::Context;
 use pipelet_api::Pipeline;
 use pipelet_runner::Runner;
 use pipelet_runner::preview::PreviewRunner;
+use pipelet_runner::wan::WanRunner;
 use pipelet_worker::{HttpSource, Worker, WorkerConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -46,12 +48,16 @@ pub struct WorkerArgs {
     /// Seconds a finished video's delivery is retried while the server is unreachable.
     #[arg(long, env = "PIPELET_DELIVERY_TIMEOUT_SECS", default_value_t = 600)]
     delivery_timeout_secs: u64,
+    #[command(flatten)]
+    wan: crate::wan_args::WanArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum RunnerKind {
     /// The built-in CPU renderer (no GPU, no weights).
     Preview,
+    /// Wan 2.2 with diffusers in a supervised Python process (runners/wan), one per GPU.
+    Wan,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -82,8 +88,25 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     if args.poll_secs == 0 || args.poll_secs > 30 {
         anyhow::bail!("--poll-secs must be between 1 and 30");
     }
+    let mut wan = None;
     let runner: Arc<dyn Runner> = match args.runner {
         RunnerKind::Preview => Arc::new(PreviewRunner::new()),
+        RunnerKind::Wan => {
+            if args.concurrency != 1 {
+                anyhow::bail!(
+                    "--runner wan renders one job at a time: use --concurrency 1 and one worker per GPU (CUDA_VISIBLE_DEVICES)"
+                );
+            }
+            let runner = Arc::new(WanRunner::new(args.wan.config()?));
+            // Start Python now, so a missing interpreter or package fails here, not per job.
+            let about = runner
+                .start()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot start the wan runner: {e}"))?;
+            tracing::info!(runner = %about, "wan runner ready");
+            wan = Some(runner.clone());
+            runner
+        }
     };
     let supported = runner.pipelines();
     let pipelines: Vec<Pipeline> = if args.pipelines.is_empty() {
@@ -158,6 +181,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         tracing::warn!("drain time is up: handing the job back to the queue");
         abort.cancel();
         while loops.join_next().await.is_some() {}
+    }
+    if let Some(wan) = wan {
+        wan.shutdown().await;
     }
     let _ = std::fs::remove_dir(&scratch);
     Ok(())

@@ -1,0 +1,147 @@
+//! `pipelet worker --runner wan` flags: where the Wan 2.2 weights and LoRAs are, which
+//! Python runs `runners/wan`, and its memory options. Each flag has an environment
+//! fallback (`PIPELET_WAN_*`).
+
+use std::path::PathBuf;
+
+use pipelet_runner::wan::{self, PipelineSource, WanConfig};
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Wan runner (--runner wan)")]
+pub struct WanArgs {
+    /// Text-to-video weights: a diffusers folder or hub id
+    /// (e.g. Wan-AI/Wan2.2-T2V-A14B-Diffusers). Serves t2v when given.
+    #[arg(long, env = "PIPELET_WAN_T2V")]
+    wan_t2v: Option<String>,
+    /// Image-to-video weights: a diffusers folder or hub id
+    /// (e.g. Wan-AI/Wan2.2-I2V-A14B-Diffusers). Serves i2v when given.
+    #[arg(long, env = "PIPELET_WAN_I2V")]
+    wan_i2v: Option<String>,
+    /// LoRAs for t2v (the Wan2.2-Lightning 4-step pair): a folder with
+    /// high_noise_model.safetensors and low_noise_model.safetensors, or HIGH,LOW files.
+    /// With LoRAs jobs run at guidance 1.0; without, at the pipeline's default guidance.
+    #[arg(long, env = "PIPELET_WAN_T2V_LORA")]
+    wan_t2v_lora: Option<String>,
+    /// LoRAs for i2v, as --wan-t2v-lora.
+    #[arg(long, env = "PIPELET_WAN_I2V_LORA")]
+    wan_i2v_lora: Option<String>,
+    /// Guidance for every job, overriding the default (1.0 with LoRAs, else the model's).
+    #[arg(long, env = "PIPELET_WAN_GUIDANCE")]
+    wan_guidance: Option<f64>,
+    /// The Python with runners/wan/requirements.txt installed.
+    #[arg(long, env = "PIPELET_WAN_PYTHON", default_value = "python3")]
+    python: PathBuf,
+    /// The folder holding the pipelet_wan package (default: runners/wan under the
+    /// current directory or beside the pipelet binary).
+    #[arg(long, env = "PIPELET_WAN_RUNNER_DIR")]
+    wan_runner_dir: Option<PathBuf>,
+    /// Device for the runner: auto (CUDA if present), cuda, cuda:N or cpu. One worker
+    /// per GPU: choose the GPU with CUDA_VISIBLE_DEVICES rather than cuda:N.
+    #[arg(long, env = "PIPELET_WAN_DEVICE", default_value = "auto")]
+    wan_device: String,
+    /// GPU memory: none (everything on the GPU), model (enable_model_cpu_offload: one
+    /// component on the GPU at a time) or sequential (layer by layer; slowest, least memory).
+    #[arg(long, env = "PIPELET_WAN_OFFLOAD", value_enum, default_value = "none")]
+    wan_offload: Offload,
+    /// Store the transformers' weights in FP8 (computed in bf16): about half their memory.
+    #[arg(long, env = "PIPELET_WAN_FP8")]
+    wan_fp8: bool,
+    /// Decode the VAE in tiles (less memory at 720p).
+    #[arg(long, env = "PIPELET_WAN_VAE_TILING")]
+    wan_vae_tiling: bool,
+    /// Pipelines kept loaded at once (1: switching t2v/i2v reloads; 2 needs memory for both).
+    #[arg(long, env = "PIPELET_WAN_MAX_LOADED", default_value_t = 1)]
+    wan_max_loaded: u32,
+    /// Seconds the runner may take to import torch and diffusers and say it is ready.
+    #[arg(long, env = "PIPELET_WAN_READY_SECS", default_value_t = 300)]
+    wan_ready_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Offload {
+    None,
+    Model,
+    Sequential,
+}
+
+impl WanArgs {
+    /// The runner's configuration, with every path checked.
+    pub fn config(&self) -> anyhow::Result<WanConfig> {
+        let runner_dir = match &self.wan_runner_dir {
+            Some(dir) if wan::is_runner_dir(dir) => dir.clone(),
+            Some(dir) => anyhow::bail!(
+                "--wan-runner-dir {}: no pipelet_wan package there",
+                dir.display()
+            ),
+            None => wan::find_runner_dir().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cannot find runners/wan (the pipelet_wan package): pass --wan-runner-dir"
+                )
+            })?,
+        };
+        let runner_dir = std::path::absolute(&runner_dir)?;
+        let mut config = WanConfig::new(&self.python, runner_dir);
+        config.t2v = source(&self.wan_t2v, &self.wan_t2v_lora, "t2v")?;
+        config.i2v = source(&self.wan_i2v, &self.wan_i2v_lora, "i2v")?;
+        if config.t2v.is_none() && config.i2v.is_none() {
+            anyhow::bail!("--runner wan needs --wan-t2v and/or --wan-i2v (a folder or hub id)");
+        }
+        if let Some(g) = self.wan_guidance
+            && !(0.0..=50.0).contains(&g)
+        {
+            anyhow::bail!("--wan-guidance {g} must be between 0 and 50");
+        }
+        if self.wan_max_loaded == 0 {
+            anyhow::bail!("--wan-max-loaded must be at least 1");
+        }
+        config.guidance = self.wan_guidance;
+        config.ready_timeout = std::time::Duration::from_secs(self.wan_ready_secs.max(1));
+        let offload = match self.wan_offload {
+            Offload::None => "none",
+            Offload::Model => "model",
+            Offload::Sequential => "sequential",
+        };
+        config.runner_args = vec![
+            "--device".into(),
+            self.wan_device.clone(),
+            "--offload".into(),
+            offload.into(),
+            "--max-loaded".into(),
+            self.wan_max_loaded.to_string(),
+        ];
+        if self.wan_fp8 {
+            config.runner_args.push("--fp8".into());
+        }
+        if self.wan_vae_tiling {
+            config.runner_args.push("--vae-tiling".into());
+        }
+        Ok(config)
+    }
+}
+
+fn source(
+    model: &Option<String>,
+    lora: &Option<String>,
+    name: &str,
+) -> anyhow::Result<Option<PipelineSource>> {
+    let Some(model) = model.as_ref().filter(|m| !m.trim().is_empty()) else {
+        if lora.is_some() {
+            anyhow::bail!("--wan-{name}-lora needs --wan-{name}");
+        }
+        return Ok(None);
+    };
+    // A local folder is passed absolute, so the runner's working directory never matters.
+    let path = std::path::Path::new(model);
+    let model = if path.exists() {
+        std::path::absolute(path)?.to_string_lossy().into_owned()
+    } else {
+        model.clone()
+    };
+    let loras = match lora {
+        Some(value) => {
+            wan::lora_pair(value).map_err(|e| anyhow::anyhow!("--wan-{name}-lora {e}"))?
+        }
+        None => Vec::new(),
+    };
+    Ok(Some(PipelineSource { model, loras }))
+}

@@ -1,0 +1,404 @@
+//! `pipelet worker --runner wan` end to end with real processes: `pipelet serve
+//! --workers 0`, a remote worker running the real Python runner (runners/wan) on CPU
+//! with tiny random-weight Wan 2.2 models, MP4s checked with ffprobe, progress in the
+//! status, a forced cancel, and a SIGKILLed runner whose job is retried and completes.
+//!
+//! These tests are `#[ignore]`d in a plain `cargo test`; `scripts/wan-test.sh` builds the
+//! Python environment and the tiny models and runs them with `--include-ignored`. Run
+//! without `PIPELET_WAN_PYTHON` (the runner's Python), they fail unless
+//! `PIPELET_SKIP_WAN=1`. `PIPELET_WAN_TINY_MODELS` names prebuilt tiny models; without
+//! it they are built once under Cargo's test temp dir.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{Value, json};
+
+const T2V: &str = "wan22-fast-t2v";
+const I2V: &str = "wan22-fast-i2v";
+/// Generous: two cores shared with compilers, fp32 on CPU.
+const JOB_DEADLINE: Duration = Duration::from_secs(300);
+
+struct Wan {
+    python: PathBuf,
+    models: PathBuf,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The runner's Python and tiny models, or `None` when skipped on purpose.
+fn wan_env() -> Option<Wan> {
+    let Some(python) = std::env::var_os("PIPELET_WAN_PYTHON") else {
+        assert_eq!(
+            std::env::var("PIPELET_SKIP_WAN").as_deref(),
+            Ok("1"),
+            "PIPELET_WAN_PYTHON is not set: run scripts/wan-test.sh (it builds the runner's \
+             Python environment and sets it), or set PIPELET_SKIP_WAN=1 to skip the wan tests"
+        );
+        eprintln!("wan tests skipped: PIPELET_SKIP_WAN=1");
+        return None;
+    };
+    let python = PathBuf::from(python);
+    let models = match std::env::var_os("PIPELET_WAN_TINY_MODELS") {
+        Some(dir) => PathBuf::from(dir),
+        None => build_tiny_models(&python),
+    };
+    assert!(
+        models.join("t2v/model_index.json").is_file(),
+        "no tiny models in {}",
+        models.display()
+    );
+    Some(Wan { python, models })
+}
+
+/// Builds the tiny models once per target dir (atomically, so parallel tests agree).
+fn build_tiny_models(python: &Path) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wan-tiny-models");
+    if dir.join("i2v/model_index.json").is_file() {
+        return dir;
+    }
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let status = Command::new(python)
+        .arg(repo_root().join("runners/wan/make_tiny_model.py"))
+        .arg(tmp.path())
+        .status()
+        .expect("run make_tiny_model.py");
+    assert!(status.success(), "make_tiny_model.py failed");
+    // Another test may have won the race; either copy is good.
+    let _ = std::fs::rename(tmp.keep(), &dir);
+    dir
+}
+
+/// A server with no in-process workers and one `pipelet worker --runner wan`.
+struct Setup {
+    _dir: tempfile::TempDir,
+    server: Server,
+    worker: std::process::Child,
+    client: reqwest::Client,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        kill9(&mut self.worker);
+    }
+}
+
+fn start(wan: &Wan, name: &str) -> Setup {
+    let (dir, data) = temp_data_dir();
+    let server = start_server(&data, &["--workers", "0", "--heartbeat-secs", "1"]);
+    let key = create_key(&data, name, "worker");
+    let models = &wan.models;
+    let path = |p: &str| models.join(p).to_string_lossy().into_owned();
+    let runner_dir = repo_root().join("runners/wan");
+    let python = wan.python.to_string_lossy().into_owned();
+    let args = [
+        "--runner",
+        "wan",
+        "--python",
+        &python,
+        "--wan-runner-dir",
+        &runner_dir.to_string_lossy(),
+        "--wan-t2v",
+        &path("t2v"),
+        "--wan-i2v",
+        &path("i2v"),
+        "--wan-t2v-lora",
+        &path("lora"),
+        "--wan-i2v-lora",
+        &path("lora"),
+        "--wan-device",
+        "cpu",
+        "--poll-secs",
+        "1",
+    ];
+    let worker = start_worker(&server.base, &key, name, &args);
+    Setup {
+        _dir: dir,
+        server,
+        worker,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Setup {
+    async fn create(&self, model: &str, body: Value) -> String {
+        self.server.create(&self.client, model, body).await["request_id"]
+            .as_str()
+            .expect("request_id")
+            .to_string()
+    }
+
+    /// Polls until `id` reaches `want`, returning every distinct progress text seen.
+    async fn follow(&self, model: &str, id: &str, want: &str) -> (Value, Vec<String>) {
+        let start = Instant::now();
+        let mut details = Vec::new();
+        loop {
+            let status = self.server.status(&self.client, model, id).await;
+            if let Some(d) = status["statusMessages"]["detail_message"].as_str()
+                && details.last().map(String::as_str) != Some(d)
+            {
+                details.push(d.to_string());
+            }
+            if status["status"] == want {
+                return (status, details);
+            }
+            assert!(
+                !matches!(
+                    status["status"].as_str(),
+                    Some("FAILED" | "CANCELLED" | "COMPLETED")
+                ),
+                "{id} ended as {} while waiting for {want}: {status}",
+                status["status"]
+            );
+            assert!(
+                start.elapsed() < JOB_DEADLINE,
+                "{id} not {want} within {JOB_DEADLINE:?}: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the job shows `Progress: k/total` with `k` at least `at_least`.
+    async fn wait_for_progress(&self, model: &str, id: &str, at_least: u32) -> (u32, u32) {
+        let start = Instant::now();
+        loop {
+            let status = self.server.status(&self.client, model, id).await;
+            let detail = status["statusMessages"]["detail_message"].as_str();
+            if let Some((done, total)) = detail.and_then(parse_progress)
+                && done >= at_least
+            {
+                return (done, total);
+            }
+            assert!(
+                status["status"] != "COMPLETED",
+                "finished too soon: {status}"
+            );
+            assert!(start.elapsed() < JOB_DEADLINE, "no progress: {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn video(&self, model: &str, id: &str, dir: &Path) -> PathBuf {
+        let r = self
+            .client
+            .get(format!("{}/queue/{model}/requests/{id}", self.server.base))
+            .bearer_auth(&self.server.key)
+            .send()
+            .await
+            .expect("result");
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.expect("result json");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(body["video"]["data_uri"].as_str().expect("data_uri"))
+            .expect("base64");
+        let path = dir.join(format!("{id}.mp4"));
+        std::fs::write(&path, bytes).expect("write mp4");
+        path
+    }
+}
+
+/// `"Progress: 3/6 Tasks done"` → (3, 6).
+fn parse_progress(detail: &str) -> Option<(u32, u32)> {
+    let rest = detail
+        .strip_prefix("Progress: ")?
+        .strip_suffix(" Tasks done")?;
+    let (done, total) = rest.split_once('/')?;
+    Some((done.parse().ok()?, total.parse().ok()?))
+}
+
+/// ffprobe's view of the video stream, decoding every frame.
+fn probe(path: &Path) -> Vec<(String, String)> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,pix_fmt,width,height,r_frame_rate,nb_read_frames",
+        ])
+        .args(["-of", "default=noprint_wrappers=1"])
+        .arg(path)
+        .output()
+        .expect("ffprobe must be on PATH (install ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn assert_video(path: &Path, width: u32, height: u32, frames: u32) {
+    let got = probe(path);
+    let want: Vec<(String, String)> = [
+        ("codec_name", "h264".to_string()),
+        ("width", width.to_string()),
+        ("height", height.to_string()),
+        ("pix_fmt", "yuv420p".to_string()),
+        ("r_frame_rate", "16/1".to_string()),
+        ("nb_read_frames", frames.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(got, want, "{}", path.display());
+    let data = std::fs::read(path).expect("read mp4");
+    let boxes = top_level_boxes(&data);
+    let pos = |b: &str| boxes.iter().position(|x| x == b);
+    assert!(
+        pos("moov") < pos("mdat") && pos("moov").is_some(),
+        "moov first: {boxes:?}"
+    );
+}
+
+fn top_level_boxes(data: &[u8]) -> Vec<String> {
+    let mut boxes = Vec::new();
+    let mut at = 0usize;
+    while at + 8 <= data.len() {
+        let size =
+            u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        boxes.push(String::from_utf8_lossy(&data[at + 4..at + 8]).into_owned());
+        if size < 8 {
+            break;
+        }
+        at += size;
+    }
+    boxes
+}
+
+/// The worker's runner process (its only child running pipelet_wan).
+fn runner_pid(worker: &std::process::Child) -> Option<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &worker.id().to_string(), "-f", "pipelet_wan"])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+}
+
+fn png(width: u32, height: u32) -> String {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 128])
+    });
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, image::ImageFormat::Png)
+        .expect("png");
+    base64::engine::general_purpose::STANDARD.encode(bytes.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the wan runner's Python environment: scripts/wan-test.sh"]
+async fn t2v_and_i2v_videos_from_the_wan_runner() {
+    let Some(wan) = wan_env() else { return };
+    let setup = start(&wan, "wan-videos");
+    let out = tempfile::tempdir().expect("tempdir");
+
+    let body = json!({"prompt": "a red fox running in the forest", "width": 512, "height": 512, "duration": 1});
+    let id = setup.create(T2V, body).await;
+    let (done, details) = setup.follow(T2V, &id, "COMPLETED").await;
+    // 4 Lightning steps, the VAE decode and the encode: 6 tasks.
+    let progress: Vec<_> = details.iter().filter_map(|d| parse_progress(d)).collect();
+    assert!(
+        !progress.is_empty() && progress.iter().all(|&(k, n)| n == 6 && k <= 6),
+        "progress in the status: {details:?}"
+    );
+    assert_eq!(done["statusMessages"]["message"], "COMPLETED");
+    assert_video(&setup.video(T2V, &id, out.path()).await, 512, 512, 17);
+
+    // A 4:3 image at the default 480p gives 640x480.
+    let body = json!({"prompt": "the camera pans over a city at night", "data_uri": png(160, 120), "duration": 1});
+    let id = setup.create(I2V, body).await;
+    setup.follow(I2V, &id, "COMPLETED").await;
+    assert_video(&setup.video(I2V, &id, out.path()).await, 640, 480, 17);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the wan runner's Python environment: scripts/wan-test.sh"]
+async fn a_forced_cancel_stops_a_running_wan_job() {
+    let Some(wan) = wan_env() else { return };
+    let setup = start(&wan, "wan-cancel");
+    // 8 steps at 832x480, 81 frames: long enough on CPU that the cancel lands mid-job.
+    let body = json!({"prompt": "a slow sunset over the sea", "width": 832, "height": 480,
+                      "duration": 5, "higher_quality_with_more_steps": true});
+    let id = setup.create(T2V, body).await;
+    let (done, total) = setup.wait_for_progress(T2V, &id, 1).await;
+    assert_eq!(total, 10, "8 steps, decode, encode");
+    assert!(done < total);
+    let r = setup
+        .client
+        .put(format!(
+            "{}/queue/{T2V}/requests/{id}/cancel?force=true",
+            setup.server.base
+        ))
+        .bearer_auth(&setup.server.key)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(r.status(), 202);
+    let (status, _) = setup.follow(T2V, &id, "CANCELLED").await;
+    assert_eq!(status["status"], "CANCELLED");
+    let r = setup
+        .client
+        .get(format!("{}/queue/{T2V}/requests/{id}", setup.server.base))
+        .bearer_auth(&setup.server.key)
+        .send()
+        .await
+        .expect("result");
+    assert_eq!(r.status(), 409, "a cancelled job has no video");
+    // The runner survived the cancel and takes the next job.
+    let pid = runner_pid(&setup.worker);
+    let next = setup
+        .create(
+            T2V,
+            json!({"prompt": "a blue bird", "width": 512, "height": 512, "duration": 1}),
+        )
+        .await;
+    setup.follow(T2V, &next, "COMPLETED").await;
+    assert_eq!(runner_pid(&setup.worker), pid, "same runner process");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the wan runner's Python environment: scripts/wan-test.sh"]
+async fn a_killed_runner_is_restarted_and_its_job_retried() {
+    let Some(wan) = wan_env() else { return };
+    let setup = start(&wan, "wan-crash");
+    let body =
+        json!({"prompt": "a dog swimming in a river", "width": 832, "height": 480, "duration": 2});
+    let id = setup.create(T2V, body).await;
+    setup.wait_for_progress(T2V, &id, 1).await;
+    let pid = runner_pid(&setup.worker).expect("the worker's python runner");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let (done, _) = setup.follow(T2V, &id, "COMPLETED").await;
+    assert_eq!(done["statusMessages"]["message"], "COMPLETED");
+    let new_pid = runner_pid(&setup.worker).expect("a new runner");
+    assert_ne!(new_pid, pid, "the worker started a new runner");
+    let metrics = setup
+        .client
+        .get(format!("{}/metrics", setup.server.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let retries = format!("pipelet_job_retries_total{{model=\"{T2V}\"}} 1");
+    assert!(
+        metrics.lines().any(|l| l == retries),
+        "retried once:\n{metrics}"
+    );
+}
