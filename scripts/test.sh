@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh machine of this kind: installs what the tests need
 # (ffmpeg for ffprobe, chromium and node modules for the browser test), checks
 # formatting and lints, then runs every test: Rust (SQLite and PostgreSQL stores,
-# HTTP API, real-process crash tests) and the web playground in headless Chromium.
+# HTTP API, real-process crash tests), the web playground in headless Chromium, and the
+# Wan runner on CPU with tiny models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +26,7 @@ echo "==> cargo test"
 cargo test --workspace --locked
 
 ./scripts/browser-test.sh
+
+# The Wan runner: Python tests and server → worker → runner end to end with tiny
+# models (builds a cached virtualenv with torch and diffusers on first use).
+./scripts/wan-test.sh
