@@ -15,12 +15,18 @@
 //!    ratio of the two rates is the number to quote: the load generator and the server
 //!    share this machine's cores, so absolute rates say as much about the client and the
 //!    machine as about the server. The server's CPU time per request is shown too.
-//! 3. **preview render**: 81 frames at 832x480 and 1280x720, t2v and i2v, in process
+//! 3. **dispatch latency** ([`dispatch`]): one preview worker (concurrency 1), remote
+//!    (`serve --workers 0` + a `pipelet worker` process) and in-process (`serve
+//!    --workers 1`): submit→start latency on an idle worker (`started_at − created_at`),
+//!    and the idle gap between consecutive jobs on a busy one (target: p50 ≤ 10 ms for
+//!    both). `--only dispatch` runs this phase alone.
+//! 4. **preview render**: 81 frames at 832x480 and 1280x720, t2v and i2v, in process
 //!    through `pipelet_runner::preview::PreviewRunner`, wall and process CPU time
 //!    (target: 832x480 in under 2 s of one core).
 //!
 //! The output is a table, then one line of JSON (the last line) for machines.
 
+mod dispatch;
 mod load;
 mod render;
 mod server;
@@ -33,9 +39,11 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::json;
 
+use crate::dispatch::ModeReport;
 use crate::load::{CreateReport, EndpointReport, PollPlan, PollReport};
 use crate::render::RenderCase;
 use crate::server::Server;
+use crate::stats::{Spread, spread};
 
 const TARGET_RATIO: f64 = 0.5;
 const TARGET_CREATES_PER_S: f64 = 2000.0;
@@ -44,10 +52,10 @@ const TARGET_PREVIEW_CPU_S: f64 = 2.0;
 #[derive(Debug, Parser)]
 #[command(
     name = "pipelet-bench",
-    about = "Benchmarks a real `pipelet serve` (creates/s, status vs health) and the preview renderer"
+    about = "Benchmarks a real `pipelet serve` (creates/s, status vs health, dispatch latency) and the preview renderer"
 )]
 struct Args {
-    /// Shorter run (about 30 s): shorter poll slices and one render per case.
+    /// Shorter run: shorter poll slices, fewer dispatch jobs, one render per case.
     #[arg(long)]
     quick: bool,
     /// Concurrent keep-alive connections for every HTTP phase.
@@ -63,9 +71,21 @@ struct Args {
     /// Renders per preview case; the best time is kept [default: 2, or 1 with --quick].
     #[arg(long)]
     render_reps: Option<u32>,
-    /// Poll only this endpoint (e.g. to profile the server under one load); no ratio.
+    /// `status` or `health`: poll only that endpoint (e.g. to profile the server under
+    /// one load; no ratio, no dispatch phase). `dispatch`: run only the dispatch phase.
     #[arg(long, value_enum)]
-    only: Option<load::Endpoint>,
+    only: Option<Only>,
+    /// Jobs per dispatch experiment (idle, then busy) and per set-up
+    /// [default: 50, or 20 with --quick].
+    #[arg(long)]
+    dispatch_jobs: Option<usize>,
+    /// Skip the dispatch phase.
+    #[arg(long)]
+    no_dispatch: bool,
+    /// Keep the temporary directory (data dirs, server and worker logs) and print its
+    /// path, to inspect a run afterwards.
+    #[arg(long)]
+    keep_tmp: bool,
     /// Skip the preview render phase.
     #[arg(long)]
     no_render: bool,
@@ -78,9 +98,17 @@ struct Args {
     /// Do not run `cargo build --release -p pipelet`; use the binary already there.
     #[arg(long)]
     no_build: bool,
-    /// RUST_LOG for the server (default: unset, i.e. the server's default `info`).
+    /// RUST_LOG for the server, and for the dispatch phase's worker (default: unset,
+    /// i.e. the default `info`).
     #[arg(long)]
     server_log: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    Status,
+    Health,
+    Dispatch,
 }
 
 fn main() -> std::process::ExitCode {
@@ -120,8 +148,23 @@ fn run(args: Args) -> anyhow::Result<()> {
         per_endpoint: Duration::from_secs_f64(per_endpoint),
         slice: Duration::from_millis(if args.quick { 250 } else { 500 }),
         warmup: Duration::from_millis(if args.quick { 250 } else { 500 }),
-        only: args.only,
+        only: match args.only {
+            Some(Only::Status) => Some(load::Endpoint::Status),
+            Some(Only::Health) => Some(load::Endpoint::Health),
+            Some(Only::Dispatch) | None => None,
+        },
     };
+    let dispatch_only = args.only == Some(Only::Dispatch);
+    let run_http = !args.no_server && !dispatch_only;
+    let run_dispatch =
+        !args.no_server && !args.no_dispatch && matches!(args.only, None | Some(Only::Dispatch));
+    let run_render = !args.no_render && !dispatch_only;
+    let dispatch_jobs = args
+        .dispatch_jobs
+        .unwrap_or(if args.quick { 20 } else { 50 });
+    if run_dispatch && dispatch_jobs < 2 {
+        bail!("--dispatch-jobs must be at least 2");
+    }
     let reps = args.render_reps.unwrap_or(if args.quick { 1 } else { 2 });
     let tmp = tempfile::Builder::new()
         .prefix("pipelet-bench-")
@@ -130,18 +173,31 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let mut server_bin = None;
     let mut build_time = Duration::ZERO;
-    let http = if args.no_server {
-        None
-    } else {
+    if run_http || run_dispatch {
         let building = Instant::now();
-        let bin = server::find_or_build(args.server_bin.as_deref(), args.no_build)?;
+        server_bin = Some(server::find_or_build(
+            args.server_bin.as_deref(),
+            args.no_build,
+        )?);
         build_time = building.elapsed();
-        let results = http_phases(&args, &bin, tmp.path(), &plan)?;
-        server_bin = Some(bin);
-        Some(results)
+    }
+    let http = match &server_bin {
+        Some(bin) if run_http => Some(http_phases(&args, bin, tmp.path(), &plan)?),
+        _ => None,
+    };
+    let dispatch = match &server_bin {
+        Some(bin) if run_dispatch => {
+            let plan = dispatch::Plan {
+                idle_jobs: dispatch_jobs,
+                busy_jobs: dispatch_jobs,
+                rust_log: args.server_log.clone(),
+            };
+            Some(dispatch::run(bin, tmp.path(), &plan)?)
+        }
+        _ => None,
     };
 
-    let renders = if args.no_render {
+    let renders = if !run_render {
         Vec::new()
     } else {
         eprintln!("rendering previews ({reps} per case)…");
@@ -151,12 +207,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         render::run_all(&out, reps)?
     };
 
+    if args.keep_tmp {
+        let kept = tmp.keep();
+        eprintln!("kept the temporary directory {}", kept.display());
+    }
     let elapsed = started.elapsed();
     print_report(
         &args,
         cpus,
         server_bin.as_deref(),
         http.as_ref(),
+        dispatch.as_deref(),
         &renders,
         (elapsed.saturating_sub(build_time), build_time),
     );
@@ -259,6 +320,7 @@ fn print_report(
     cpus: usize,
     server_bin: Option<&std::path::Path>,
     http: Option<&HttpResults>,
+    dispatch: Option<&[ModeReport]>,
     renders: &[RenderCase],
     (elapsed, build): (Duration, Duration),
 ) {
@@ -360,6 +422,9 @@ fn print_report(
             summary["targets"]["status_health_ratio"] = json!(ratio >= TARGET_RATIO);
         }
     }
+    if let Some(reports) = dispatch {
+        print_dispatch(reports, &mut summary);
+    }
     if !renders.is_empty() {
         println!();
         println!(
@@ -408,4 +473,113 @@ fn print_report(
     summary["build_s"] = json!(round(build.as_secs_f64(), 1));
     println!();
     println!("{summary}");
+}
+
+fn spread_json(s: Spread) -> serde_json::Value {
+    json!({
+        "n": s.n,
+        "p50": round(s.p50, 3),
+        "p90": round(s.p90, 3),
+        "max": round(s.max, 3),
+    })
+}
+
+fn print_dispatch(reports: &[ModeReport], summary: &mut serde_json::Value) {
+    use dispatch::TARGET_P50_MS;
+    println!();
+    println!(
+        "dispatch: preview runner, {}, one worker (concurrency 1); \
+         idle = one job at a time, busy = all queued at once",
+        dispatch::PROBE_DESCRIPTION
+    );
+    println!(
+        "{:<14} {:<58} {:>4} {:>8} {:>8} {:>8}",
+        "worker", "ms", "n", "p50", "p90", "max"
+    );
+    let mut out = serde_json::Map::new();
+    for r in reports {
+        let idle_db = spread(&r.idle_db);
+        let gap_db = spread(&r.busy_db_gap);
+        // (what, figures, whether the p50 target applies)
+        let rows: [(&str, Spread, bool); 7] = [
+            (
+                "idle: started_at - created_at [DB; the definition]",
+                idle_db,
+                true,
+            ),
+            (
+                "idle: create's 200 -> IN_PROGRESS polled [client]",
+                spread(&r.idle_client),
+                false,
+            ),
+            (
+                "idle:   that poll's round trip [client's resolution]",
+                spread(&r.idle_poll_rtt),
+                false,
+            ),
+            (
+                "idle: 'request queued' -> 'job started' [logs]",
+                spread(&r.idle_log),
+                true,
+            ),
+            (
+                "busy gap: started_at(i+1) - started_at(i) - run(i) [DB]",
+                gap_db,
+                true,
+            ),
+            (
+                "busy gap: 'job started' (i+1) - (i) - run(i) [worker log]",
+                spread(&r.busy_log_gap),
+                true,
+            ),
+            ("render: run_seconds [worker]", spread(&r.render), false),
+        ];
+        for (i, (name, s, targeted)) in rows.iter().enumerate() {
+            let who = if i == 0 { r.mode.label() } else { "" };
+            let mark = if *targeted {
+                format!("  (p50 <= {TARGET_P50_MS}: {})", ok(s.p50 <= TARGET_P50_MS))
+            } else {
+                String::new()
+            };
+            println!(
+                "{who:<14} {name:<58} {:>4} {:>8.2} {:>8.2} {:>8.2}{mark}",
+                s.n, s.p50, s.p90, s.max
+            );
+        }
+        if r.busy_excluded > 0 {
+            println!(
+                "{:<14} ({} busy pairs left out: the next job was created after the render ended)",
+                "", r.busy_excluded
+            );
+        }
+        out.insert(
+            r.mode.key().to_string(),
+            json!({
+                "idle": {
+                    "db_ms": spread_json(idle_db),
+                    "client_ms": spread_json(spread(&r.idle_client)),
+                    "client_poll_rtt_ms": spread_json(spread(&r.idle_poll_rtt)),
+                    "log_ms": spread_json(spread(&r.idle_log)),
+                },
+                "busy": {
+                    "db_gap_ms": spread_json(gap_db),
+                    "log_gap_ms": spread_json(spread(&r.busy_log_gap)),
+                    "excluded_pairs": r.busy_excluded,
+                },
+                "render_ms": spread_json(spread(&r.render)),
+                "elapsed_s": round(r.elapsed.as_secs_f64(), 1),
+            }),
+        );
+        if r.mode == dispatch::Mode::Remote {
+            summary["targets"]["dispatch_idle_p50"] = json!(idle_db.p50 <= TARGET_P50_MS);
+            summary["targets"]["dispatch_busy_gap_p50"] = json!(gap_db.p50 <= TARGET_P50_MS);
+        }
+    }
+    println!(
+        "DB: the server's clock in whole ms (each difference +-1 ms; started_at is stamped \
+         before the claim commits). logs/client: microsecond clocks on this machine. \
+         JSON targets: remote worker, DB."
+    );
+    out.insert("job".into(), json!(dispatch::PROBE_DESCRIPTION));
+    summary["dispatch"] = serde_json::Value::Object(out);
 }

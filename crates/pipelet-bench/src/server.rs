@@ -1,6 +1,7 @@
 //! The server under test: a real `pipelet serve` process (the release binary), started
-//! on a free loopback port in a temporary data dir with `--workers 0`, and stopped (or
-//! killed) when the [`Server`] is dropped.
+//! on a free loopback port in a temporary data dir (with `--workers 0` unless asked
+//! otherwise), and stopped (or killed) when the [`Server`] is dropped. Also the helpers
+//! the dispatch phase uses for its other `pipelet` processes.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -105,6 +106,50 @@ pub fn find_or_build(explicit: Option<&Path>, no_build: bool) -> anyhow::Result<
     }
 }
 
+/// Keeps the caller's environment from changing what is measured: no `PIPELET_*`
+/// settings and no `RUST_LOG` reach the child, except `rust_log` when given.
+pub fn clean_env(command: &mut Command, rust_log: Option<&str>) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PIPELET_") {
+            command.env_remove(name);
+        }
+    }
+    command.env_remove("RUST_LOG");
+    if let Some(filter) = rust_log {
+        command.env("RUST_LOG", filter);
+    }
+}
+
+/// Stops a child process with SIGTERM (graceful), killing it if it lingers past
+/// [`STOP_TIMEOUT`]. `what` names it in the error.
+pub fn stop_child(child: &mut Child, what: &str) -> anyhow::Result<()> {
+    if child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our child's,
+        // which cannot have been reaped (and its pid reused) before we wait on it.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait()?;
+    bail!("{what} did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed it")
+}
+
+/// The last `n` lines of a log file, for error messages.
+pub fn file_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// A running `pipelet serve`.
 pub struct Server {
     child: Child,
@@ -119,30 +164,37 @@ impl Server {
     /// The server's stderr (its logs, at its default level unless `rust_log`) goes to
     /// `<data-dir>/../server.log`.
     pub fn start(binary: &Path, data_dir: &Path, rust_log: Option<&str>) -> anyhow::Result<Server> {
+        Self::start_with(binary, data_dir, rust_log, 0, false)
+    }
+
+    /// [`Server::start`] with `workers` in-process preview workers, and logs as JSON
+    /// lines (`--log-format json`, microsecond timestamps) when `json_logs`.
+    pub fn start_with(
+        binary: &Path,
+        data_dir: &Path,
+        rust_log: Option<&str>,
+        workers: u32,
+        json_logs: bool,
+    ) -> anyhow::Result<Server> {
         let log = data_dir.with_file_name("server.log");
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let mut command = Command::new(binary);
+        if json_logs {
+            command.args(["--log-format", "json"]);
+        }
         command
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--workers", "0"])
+            .arg("--workers")
+            .arg(workers.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file);
-        // The caller's environment must not change what is measured.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("PIPELET_") {
-                command.env_remove(name);
-            }
-        }
-        command.env_remove("RUST_LOG");
-        if let Some(filter) = rust_log {
-            command.env("RUST_LOG", filter);
-        }
+        clean_env(&mut command, rust_log);
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
@@ -214,9 +266,12 @@ impl Server {
 
     /// The last lines of the server's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        file_tail(&self.log, 20)
+    }
+
+    /// The server's log file (its stderr).
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// Stops the server with SIGTERM (graceful), killing it if it lingers.
@@ -225,24 +280,7 @@ impl Server {
     }
 
     fn terminate(&mut self) -> anyhow::Result<()> {
-        if self.child.try_wait()?.is_some() {
-            return Ok(());
-        }
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill has no memory-safety preconditions; the pid is our child's,
-            // which cannot have been reaped (and its pid reused) before we wait on it.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.child.kill()?;
-        self.child.wait()?;
-        bail!("the server did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed it")
+        stop_child(&mut self.child, "the server")
     }
 }
 

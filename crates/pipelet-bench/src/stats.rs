@@ -55,6 +55,34 @@ pub struct Summary {
     pub max_ms: f64,
 }
 
+/// The 50th and 90th percentiles and the maximum of a sample (nearest rank), in the
+/// sample's own unit. Values may be negative (differences of coarse clocks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spread {
+    pub n: usize,
+    pub p50: f64,
+    pub p90: f64,
+    pub max: f64,
+}
+
+pub fn spread(values: &[f64]) -> Spread {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    sorted.sort_unstable_by(f64::total_cmp);
+    let pct = |p: f64| -> f64 {
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    };
+    Spread {
+        n: sorted.len(),
+        p50: pct(0.50),
+        p90: pct(0.90),
+        max: pct(1.0),
+    }
+}
+
 /// User + system CPU time of this whole process (every thread), microsecond resolution.
 pub fn self_cpu_time() -> Duration {
     // SAFETY: getrusage only writes into the struct we hand it.
@@ -99,6 +127,16 @@ mod tests {
         assert_eq!(s.p99_ms, 99.0);
         assert_eq!(s.max_ms, 100.0);
         assert_eq!(Latencies::default().summary().p99_ms, 0.0);
+    }
+
+    #[test]
+    fn spread_of_floats() {
+        let values: Vec<f64> = (1..=10).rev().map(f64::from).chain([f64::NAN]).collect();
+        let s = spread(&values);
+        assert_eq!((s.n, s.p50, s.p90, s.max), (10, 5.0, 9.0, 10.0));
+        let s = spread(&[-1.5]);
+        assert_eq!((s.n, s.p50, s.p90, s.max), (1, -1.5, -1.5, -1.5));
+        assert_eq!(spread(&[]).n, 0);
     }
 
     #[test]

@@ -359,12 +359,21 @@ impl Delivery {
             run_seconds,
         };
         // The video exists: keep trying to hand it in while the server is away.
+        // The lease was renewed during the render, so the first try goes straight to the
+        // upload (a heartbeat would only queue the next claim behind its commit); retries
+        // heartbeat first to keep the lease alive while the server is away.
+        let mut retry = false;
         let delivered = reporter
-            .retrying("deliver the result", || async {
-                // Also keeps the lease alive while we retry.
-                source.heartbeat(&lease, None).await?;
-                let blob = source.upload_result(&lease, &output.path).await?;
-                source.complete(&lease, &result(blob)).await
+            .retrying("deliver the result", || {
+                let beat = std::mem::replace(&mut retry, true);
+                let (source, output, result) = (&source, &output, &result);
+                async move {
+                    if beat {
+                        source.heartbeat(&lease, None).await?;
+                    }
+                    let blob = source.upload_result(&lease, &output.path).await?;
+                    source.complete(&lease, &result(blob)).await
+                }
             })
             .await;
         let outcome = match delivered {
