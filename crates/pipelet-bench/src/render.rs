@@ -44,6 +44,7 @@ pub fn run_all(out_dir: &Path, reps: u32) -> anyhow::Result<Vec<RenderCase>> {
                 job_id: format!("bench-{}-{width}x{height}", pipeline.as_str()),
                 pipeline,
                 prompt: "a lighthouse on a cliff at dusk, waves crashing".into(),
+                negative_prompt: None,
                 width,
                 height,
                 num_frames: FRAMES,

@@ -43,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 job_id: format!("bench-{}-{width}x{height}", pipeline.as_str()),
                 pipeline,
                 prompt: "a lighthouse on a cliff at dusk, waves crashing".into(),
+                negative_prompt: None,
                 width,
                 height,
                 num_frames: 81,

@@ -19,6 +19,8 @@ pub struct RenderJob {
     pub job_id: String,
     pub pipeline: Pipeline,
     pub prompt: String,
+    /// What the video should avoid (used by the real model; the preview ignores it).
+    pub negative_prompt: Option<String>,
     pub width: u32,
     pub height: u32,
     /// 16·duration+1.

@@ -52,6 +52,7 @@ fn job(prompt: &str) -> RenderJob {
         job_id: format!("job-{prompt}"),
         pipeline: Pipeline::T2v,
         prompt: prompt.into(),
+        negative_prompt: None,
         width: 512,
         height: 512,
         num_frames: 17,

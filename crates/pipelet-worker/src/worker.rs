@@ -189,6 +189,7 @@ impl Worker {
             job_id: id.to_string(),
             pipeline: job.pipeline,
             prompt: job.spec.prompt.clone(),
+            negative_prompt: job.spec.negative_prompt.clone(),
             width: job.spec.width,
             height: job.spec.height,
             num_frames: job.spec.num_frames,

@@ -16,6 +16,7 @@ pub fn t2v(prompt: &str, seed: u64, width: u32, height: u32, num_frames: u32) ->
         job_id: "test".into(),
         pipeline: Pipeline::T2v,
         prompt: prompt.into(),
+        negative_prompt: None,
         width,
         height,
         num_frames,
