@@ -34,7 +34,7 @@ use serde::Deserialize;
 use tokio::task::JoinSet;
 
 use crate::load::{Client, MODEL};
-use crate::server::{Server, clean_env, file_tail, stop_child};
+use crate::server::{Server, clean_env, create_key, file_tail, stop_child};
 
 /// The probe job: as small as the API allows for t2v, so the phase stays short.
 const PROBE_BODY: &str = r#"{"prompt":"dispatch probe: a paper boat drifting on a still pond","width":512,"height":512,"duration":1}"#;
@@ -139,11 +139,11 @@ fn run_mode(
     let data_dir = dir.join("data");
     let rust_log = plan.rust_log.as_deref();
     let workers = u32::from(mode == Mode::InProcess);
-    let server = Server::start_with(bin, &data_dir, rust_log, workers, true)?;
+    let server = Server::start_with(bin, &data_dir, rust_log, workers, true, None)?;
     let addr = server.addr;
     let worker = match mode {
         Mode::Remote => {
-            let key = create_worker_key(bin, &data_dir)?;
+            let key = create_key(bin, &data_dir, "worker", WORKER_NAME, None)?;
             Some(WorkerProcess::start(
                 bin,
                 &format!("http://{addr}"),
@@ -196,32 +196,6 @@ fn run_mode(
     let mut report = analyse(mode, &probes, &burst, &jobs, &logs)?;
     report.elapsed = started.elapsed();
     Ok(report)
-}
-
-/// `pipelet keys create --role worker` against the (running) server's data dir.
-fn create_worker_key(bin: &Path, data_dir: &Path) -> anyhow::Result<String> {
-    let mut command = Command::new(bin);
-    command
-        .args(["keys", "create", "--role", "worker", "--name", WORKER_NAME])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdin(Stdio::null());
-    clean_env(&mut command, None);
-    let out = command
-        .output()
-        .with_context(|| format!("cannot run {} keys create", bin.display()))?;
-    if !out.status.success() {
-        bail!(
-            "`pipelet keys create --role worker` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if key.is_empty() || key.contains(char::is_whitespace) {
-        bail!("`pipelet keys create` printed {key:?}, not a key");
-    }
-    Ok(key)
 }
 
 /// A `pipelet worker --runner preview --concurrency 1` process, logging JSON lines to

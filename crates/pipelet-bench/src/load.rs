@@ -6,6 +6,7 @@
 //! status polls and health checks in short time slices (ABBA order, so drift from other
 //! load on the machine hits both alike) and attributes the server's CPU time to each.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +23,7 @@ use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::stats::{Latencies, Summary, process_cpu_time, self_cpu_time};
+use crate::stats::{Latencies, Summary, postgres_backends_cpu, process_cpu_time, self_cpu_time};
 
 pub const MODEL: &str = "wan22-fast-t2v";
 const CREATE_BODY: &str = r#"{"prompt":"a red fox running through fresh snow at dawn, cinematic","width":832,"height":480}"#;
@@ -90,7 +91,7 @@ impl Client {
     }
 }
 
-async fn connect_all(
+pub async fn connect_all(
     addr: SocketAddr,
     key: &str,
     concurrency: usize,
@@ -102,27 +103,74 @@ async fn connect_all(
     Ok(clients)
 }
 
-/// CPU time spent while a phase ran, in the server process and in this one.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CpuSplit {
-    pub server: Duration,
-    pub client: Duration,
+/// Whose CPU time a phase is charged with: the server process, this process (the load
+/// generator), and, when the server uses PostgreSQL on this machine, the backends of
+/// its database (found by their process title, `postgres: … <database> …`).
+#[derive(Debug, Clone)]
+pub struct CpuProbe {
+    pub server_pid: u32,
+    pub pg_database: Option<Arc<str>>,
 }
 
-impl CpuSplit {
-    fn between(a: (Duration, Duration), b: (Duration, Duration)) -> CpuSplit {
-        CpuSplit {
-            server: b.0.saturating_sub(a.0),
-            client: b.1.saturating_sub(a.1),
+impl CpuProbe {
+    /// The server and this process only (the SQLite store lives in the server).
+    pub fn server(server_pid: u32) -> CpuProbe {
+        CpuProbe {
+            server_pid,
+            pg_database: None,
+        }
+    }
+
+    pub fn sample(&self) -> CpuSample {
+        CpuSample {
+            server: process_cpu_time(self.server_pid).unwrap_or_default(),
+            client: self_cpu_time(),
+            db: self
+                .pg_database
+                .as_deref()
+                .map(postgres_backends_cpu)
+                .unwrap_or_default(),
         }
     }
 }
 
-fn cpu_now(server_pid: u32) -> (Duration, Duration) {
-    (
-        process_cpu_time(server_pid).unwrap_or_default(),
-        self_cpu_time(),
-    )
+/// CPU clocks at one moment; the database's per backend, as backends come and go.
+#[derive(Debug, Clone, Default)]
+pub struct CpuSample {
+    server: Duration,
+    client: Duration,
+    db: HashMap<u32, Duration>,
+}
+
+/// CPU time spent while a phase ran, in the server process, in this one, and in the
+/// PostgreSQL backends serving the server (zero with SQLite).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSplit {
+    pub server: Duration,
+    pub client: Duration,
+    pub db: Duration,
+}
+
+impl CpuSplit {
+    pub fn between(a: &CpuSample, b: &CpuSample) -> CpuSplit {
+        // A backend that started during the phase counts from zero; one that ended
+        // during it is lost (the pool keeps its connections, so that is rare).
+        let db =
+            b.db.iter()
+                .map(|(pid, t)| t.saturating_sub(a.db.get(pid).copied().unwrap_or_default()))
+                .sum();
+        CpuSplit {
+            server: b.server.saturating_sub(a.server),
+            client: b.client.saturating_sub(a.client),
+            db,
+        }
+    }
+
+    fn add(&mut self, other: CpuSplit) {
+        self.server += other.server;
+        self.client += other.client;
+        self.db += other.db;
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,7 +195,7 @@ pub struct CreateReport {
 pub async fn creates(
     addr: SocketAddr,
     key: &str,
-    server_pid: u32,
+    cpu: &CpuProbe,
     concurrency: usize,
     total: u64,
 ) -> anyhow::Result<CreateReport> {
@@ -155,7 +203,7 @@ pub async fn creates(
     let path: Arc<str> = format!("/queue/{MODEL}").into();
     let body = Bytes::from_static(CREATE_BODY.as_bytes());
     let next = Arc::new(AtomicU64::new(0));
-    let cpu0 = cpu_now(server_pid);
+    let cpu0 = cpu.sample();
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for mut client in clients {
@@ -204,7 +252,7 @@ pub async fn creates(
         }
     }
     let elapsed = start.elapsed();
-    let cpu = CpuSplit::between(cpu0, cpu_now(server_pid));
+    let cpu = CpuSplit::between(&cpu0, &cpu.sample());
     let (last_position, last_id) = last.context("no job was created")?;
     positions_exact &= seen.iter().all(|&s| s);
     Ok(CreateReport {
@@ -234,6 +282,7 @@ impl Endpoint {
     }
 }
 
+#[derive(Debug, Clone)]
 pub struct PollPlan {
     pub concurrency: usize,
     /// Measured time per endpoint, split into `slice`-long slices.
@@ -303,7 +352,7 @@ pub struct PollReport {
 pub async fn polls(
     addr: SocketAddr,
     key: &str,
-    server_pid: u32,
+    cpu: &CpuProbe,
     job_id: &str,
     plan: &PollPlan,
 ) -> anyhow::Result<PollReport> {
@@ -320,11 +369,12 @@ pub async fn polls(
     // CPU samples at every slice boundary, taken by a task of its own.
     let sampler = {
         let n = schedule.len();
+        let probe = cpu.clone();
         tokio::spawn(async move {
             let mut samples = Vec::with_capacity(n + 1);
             for i in 0..=n {
                 tokio::time::sleep_until((t0 + slice * i as u32).into()).await;
-                samples.push(cpu_now(server_pid));
+                samples.push(probe.sample());
             }
             samples
         })
@@ -379,10 +429,7 @@ pub async fn polls(
 
     let mut cpu = [CpuSplit::default(), CpuSplit::default()];
     for (i, endpoint) in schedule.iter().enumerate() {
-        let d = CpuSplit::between(samples[i], samples[i + 1]);
-        let c = &mut cpu[endpoint.index()];
-        c.server += d.server;
-        c.client += d.client;
+        cpu[endpoint.index()].add(CpuSplit::between(&samples[i], &samples[i + 1]));
     }
     let [status_lat, health_lat] = merged;
     let report = |endpoint: Endpoint, lat: Latencies| EndpointReport {

@@ -20,13 +20,18 @@
 //!    --workers 1`): submit→start latency on an idle worker (`started_at − created_at`),
 //!    and the idle gap between consecutive jobs on a busy one (target: p50 ≤ 10 ms for
 //!    both). `--only dispatch` runs this phase alone.
-//! 4. **preview render**: 81 frames at 832x480 and 1280x720, t2v and i2v, in process
+//! 4. **engines** ([`engines`], opt-in: `--engines`, or `--only engines` alone; needs a
+//!    PostgreSQL server): phases 1 and 2 plus claims/s (`--claim-workers` worker-API
+//!    loops of claim + finish) on SQLite and then on PostgreSQL, each on a fresh store,
+//!    reported as PostgreSQL/SQLite ratios.
+//! 5. **preview render**: 81 frames at 832x480 and 1280x720, t2v and i2v, in process
 //!    through `pipelet_runner::preview::PreviewRunner`, wall and process CPU time
 //!    (target: 832x480 in under 2 s of one core).
 //!
 //! The output is a table, then one line of JSON (the last line) for machines.
 
 mod dispatch;
+mod engines;
 mod load;
 mod render;
 mod server;
@@ -40,7 +45,7 @@ use clap::Parser;
 use serde_json::json;
 
 use crate::dispatch::ModeReport;
-use crate::load::{CreateReport, EndpointReport, PollPlan, PollReport};
+use crate::load::{CpuProbe, CreateReport, EndpointReport, PollPlan, PollReport};
 use crate::render::RenderCase;
 use crate::server::Server;
 use crate::stats::{Spread, spread};
@@ -52,7 +57,7 @@ const TARGET_PREVIEW_CPU_S: f64 = 2.0;
 #[derive(Debug, Parser)]
 #[command(
     name = "pipelet-bench",
-    about = "Benchmarks a real `pipelet serve` (creates/s, status vs health, dispatch latency) and the preview renderer"
+    about = "Benchmarks a real `pipelet serve` (creates/s, status vs health, dispatch latency, SQLite vs PostgreSQL) and the preview renderer"
 )]
 struct Args {
     /// Shorter run: shorter poll slices, fewer dispatch jobs, one render per case.
@@ -73,8 +78,32 @@ struct Args {
     render_reps: Option<u32>,
     /// `status` or `health`: poll only that endpoint (e.g. to profile the server under
     /// one load; no ratio, no dispatch phase). `dispatch`: run only the dispatch phase.
+    /// `engines`: run only the engines phase (SQLite vs PostgreSQL).
     #[arg(long, value_enum)]
     only: Option<Only>,
+    /// Also run the engines phase: creates/s, status polls/s and claims/s on SQLite and
+    /// on PostgreSQL, as ratios (about 75 s more, 35 s with --quick; needs a PostgreSQL server).
+    #[arg(long)]
+    engines: bool,
+    /// The PostgreSQL server of the engines phase (any database on it: the bench creates
+    /// `pipelet_bench_<random>` there and drops it afterwards).
+    #[arg(
+        long,
+        env = "PIPELET_BENCH_DATABASE_URL",
+        hide_env_values = true,
+        default_value = engines::DEFAULT_PG_URL
+    )]
+    pg_url: String,
+    /// Engines phase: `VACUUM (ANALYZE) jobs` on PostgreSQL after the creates, before
+    /// the status polls (as if autovacuum had run: sets the visibility map).
+    #[arg(long)]
+    pg_vacuum: bool,
+    /// Engines phase: concurrent workers in the claim loop (one connection each).
+    #[arg(long, default_value_t = 16)]
+    claim_workers: usize,
+    /// Engines phase: how each claimed job is finished.
+    #[arg(long, value_enum, default_value = "complete")]
+    claim_finish: engines::Finish,
     /// Jobs per dispatch experiment (idle, then busy) and per set-up
     /// [default: 50, or 20 with --quick].
     #[arg(long)]
@@ -109,6 +138,7 @@ enum Only {
     Status,
     Health,
     Dispatch,
+    Engines,
 }
 
 fn main() -> std::process::ExitCode {
@@ -119,6 +149,14 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// What the phases measured (each `None`/empty when it did not run).
+struct Results {
+    http: Option<HttpResults>,
+    dispatch: Option<Vec<ModeReport>>,
+    engines: Option<engines::Report>,
+    renders: Vec<RenderCase>,
 }
 
 struct HttpResults {
@@ -151,14 +189,19 @@ fn run(args: Args) -> anyhow::Result<()> {
         only: match args.only {
             Some(Only::Status) => Some(load::Endpoint::Status),
             Some(Only::Health) => Some(load::Endpoint::Health),
-            Some(Only::Dispatch) | None => None,
+            Some(Only::Dispatch | Only::Engines) | None => None,
         },
     };
-    let dispatch_only = args.only == Some(Only::Dispatch);
-    let run_http = !args.no_server && !dispatch_only;
+    let only_other = matches!(args.only, Some(Only::Dispatch | Only::Engines));
+    let run_http = !args.no_server && !only_other;
     let run_dispatch =
         !args.no_server && !args.no_dispatch && matches!(args.only, None | Some(Only::Dispatch));
-    let run_render = !args.no_render && !dispatch_only;
+    let run_engines = !args.no_server
+        && (args.only == Some(Only::Engines) || (args.engines && args.only.is_none()));
+    let run_render = !args.no_render && !only_other;
+    if args.only == Some(Only::Engines) && args.no_server {
+        bail!("--only engines needs the server (drop --no-server)");
+    }
     let dispatch_jobs = args
         .dispatch_jobs
         .unwrap_or(if args.quick { 20 } else { 50 });
@@ -173,7 +216,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let mut server_bin = None;
     let mut build_time = Duration::ZERO;
-    if run_http || run_dispatch {
+    if run_http || run_dispatch || run_engines {
         let building = Instant::now();
         server_bin = Some(server::find_or_build(
             args.server_bin.as_deref(),
@@ -197,6 +240,28 @@ fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
 
+    let engines = match &server_bin {
+        Some(bin) if run_engines => {
+            let plan = engines::Plan {
+                concurrency: args.concurrency,
+                creates: args.creates,
+                polls: PollPlan {
+                    only: None,
+                    ..plan.clone()
+                },
+                claim_workers: args.claim_workers,
+                claim_duration: plan.per_endpoint,
+                finish: args.claim_finish,
+                pg_url: args.pg_url.clone(),
+                vacuum: args.pg_vacuum,
+                rust_log: args.server_log.clone(),
+                keep: args.keep_tmp,
+            };
+            Some(engines::run(bin, tmp.path(), &plan)?)
+        }
+        _ => None,
+    };
+
     let renders = if !run_render {
         Vec::new()
     } else {
@@ -212,13 +277,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("kept the temporary directory {}", kept.display());
     }
     let elapsed = started.elapsed();
+    let results = Results {
+        http,
+        dispatch,
+        engines,
+        renders,
+    };
     print_report(
         &args,
         cpus,
         server_bin.as_deref(),
-        http.as_ref(),
-        dispatch.as_deref(),
-        &renders,
+        &results,
         (elapsed.saturating_sub(build_time), build_time),
     );
     Ok(())
@@ -244,7 +313,8 @@ fn http_phases(
             args.creates,
             args.concurrency
         );
-        let creates = load::creates(addr, key, pid, args.concurrency, args.creates).await?;
+        let cpu = CpuProbe::server(pid);
+        let creates = load::creates(addr, key, &cpu, args.concurrency, args.creates).await?;
         let want = args.creates - 1;
         if !creates.positions_exact || creates.last_position != want {
             bail!(
@@ -268,7 +338,7 @@ fn http_phases(
             "polling status (position {position_before}) vs health for {:.1} s each…",
             plan.per_endpoint.as_secs_f64()
         );
-        let polls = load::polls(addr, key, pid, &creates.last_id, plan).await?;
+        let polls = load::polls(addr, key, &cpu, &creates.last_id, plan).await?;
         let position_after = check(
             "after the polls",
             load::job_status(addr, key, &creates.last_id).await?,
@@ -319,11 +389,11 @@ fn print_report(
     args: &Args,
     cpus: usize,
     server_bin: Option<&std::path::Path>,
-    http: Option<&HttpResults>,
-    dispatch: Option<&[ModeReport]>,
-    renders: &[RenderCase],
+    results: &Results,
     (elapsed, build): (Duration, Duration),
 ) {
+    let http = results.http.as_ref();
+    let renders = &results.renders;
     let mut summary = json!({
         "bench": "pipelet",
         "quick": args.quick,
@@ -422,8 +492,11 @@ fn print_report(
             summary["targets"]["status_health_ratio"] = json!(ratio >= TARGET_RATIO);
         }
     }
-    if let Some(reports) = dispatch {
+    if let Some(reports) = &results.dispatch {
         print_dispatch(reports, &mut summary);
+    }
+    if let Some(report) = &results.engines {
+        engines::print(report, &mut summary);
     }
     if !renders.is_empty() {
         println!();

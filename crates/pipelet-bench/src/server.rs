@@ -143,6 +143,42 @@ pub fn stop_child(child: &mut Child, what: &str) -> anyhow::Result<()> {
     bail!("{what} did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed it")
 }
 
+/// `pipelet keys create --role <role> --name <name>` on the server's store (the SQLite
+/// file in `data_dir`, or the PostgreSQL database `database_url`); returns the key.
+pub fn create_key(
+    bin: &Path,
+    data_dir: &Path,
+    role: &str,
+    name: &str,
+    database_url: Option<&str>,
+) -> anyhow::Result<String> {
+    let mut command = Command::new(bin);
+    command
+        .args(["keys", "create", "--role", role, "--name", name])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null());
+    clean_env(&mut command, None);
+    if let Some(url) = database_url {
+        command.env("PIPELET_DATABASE_URL", url);
+    }
+    let out = command
+        .output()
+        .with_context(|| format!("cannot run {} keys create", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "`pipelet keys create --role {role}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        bail!("`pipelet keys create` printed {key:?}, not a key");
+    }
+    Ok(key)
+}
+
 /// The last `n` lines of a log file, for error messages.
 pub fn file_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -164,17 +200,21 @@ impl Server {
     /// The server's stderr (its logs, at its default level unless `rust_log`) goes to
     /// `<data-dir>/../server.log`.
     pub fn start(binary: &Path, data_dir: &Path, rust_log: Option<&str>) -> anyhow::Result<Server> {
-        Self::start_with(binary, data_dir, rust_log, 0, false)
+        Self::start_with(binary, data_dir, rust_log, 0, false, None)
     }
 
-    /// [`Server::start`] with `workers` in-process preview workers, and logs as JSON
-    /// lines (`--log-format json`, microsecond timestamps) when `json_logs`.
+    /// [`Server::start`] with `workers` in-process preview workers, logs as JSON lines
+    /// (`--log-format json`, microsecond timestamps) when `json_logs`, and its jobs and
+    /// keys in the PostgreSQL database `database_url` (`--database-url`, passed in the
+    /// environment) instead of `<data-dir>/pipelet.db` when given. The admin key is
+    /// still written to `<data-dir>/admin.key` (the database must have no keys yet).
     pub fn start_with(
         binary: &Path,
         data_dir: &Path,
         rust_log: Option<&str>,
         workers: u32,
         json_logs: bool,
+        database_url: Option<&str>,
     ) -> anyhow::Result<Server> {
         let log = data_dir.with_file_name("server.log");
         let log_file = std::fs::File::create(&log)
@@ -195,6 +235,10 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(log_file);
         clean_env(&mut command, rust_log);
+        if let Some(url) = database_url {
+            // In the environment rather than on the command line, where `ps` shows it.
+            command.env("PIPELET_DATABASE_URL", url);
+        }
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;

@@ -1,6 +1,7 @@
 //! Measurement helpers: latency percentiles from a sorted `Vec`, and CPU time of this
 //! process (`getrusage`) and of another one (`/proc/<pid>/stat`).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Latencies in microseconds, summarised once the run is over.
@@ -112,6 +113,41 @@ pub fn process_cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
 }
 
+/// CPU time of each PostgreSQL backend on this machine connected to `database`, by pid:
+/// the processes whose title (`update_process_title`, on by default) reads
+/// `postgres: [cluster: ]user database host(port) activity`. Empty when there are none
+/// or when PostgreSQL runs elsewhere.
+pub fn postgres_backends_cpu(database: &str) -> HashMap<u32, Duration> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if is_backend_of(&String::from_utf8_lossy(&cmdline), database)
+            && let Some(cpu) = process_cpu_time(pid)
+        {
+            out.insert(pid, cpu);
+        }
+    }
+    out
+}
+
+/// Whether a process title (NUL-separated) is that of a backend of `database`.
+fn is_backend_of(cmdline: &str, database: &str) -> bool {
+    let title = cmdline.replace('\0', " ");
+    title.starts_with("postgres:") && title.split_whitespace().any(|word| word == database)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +185,24 @@ mod tests {
         std::hint::black_box(x);
         assert!(self_cpu_time() > before);
         assert!(process_cpu_time(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn recognises_postgres_backends() {
+        let db = "pipelet_bench_0123";
+        assert!(is_backend_of(
+            "postgres: 15/main: postgres pipelet_bench_0123 127.0.0.1(40312) idle\0\0",
+            db
+        ));
+        assert!(is_backend_of(
+            "postgres: bench pipelet_bench_0123 [local] UPDATE",
+            db
+        ));
+        assert!(!is_backend_of(
+            "postgres: 15/main: postgres pipelet_bench_01234 127.0.0.1(1) idle",
+            db
+        ));
+        assert!(!is_backend_of("postgres: 15/main: walwriter", db));
+        assert!(!is_backend_of("/usr/bin/psql\0pipelet_bench_0123", db));
     }
 }
