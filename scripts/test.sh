@@ -22,6 +22,9 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> moto (S3 test server, cached in ~/.cache/pipelet)"
+source scripts/s3-env.sh
+
 echo "==> cargo test"
 cargo test --workspace --locked
 

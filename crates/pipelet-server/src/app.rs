@@ -7,7 +7,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use pipelet_api::Pipeline;
@@ -267,6 +267,11 @@ fn spawn_workers(
 
 /// Re-queues jobs whose workers stopped heartbeating. One per server; with SQLite there
 /// is exactly one server per data dir.
+///
+/// Leases are judged only once the store has answered for a whole lease: while it was
+/// unreachable (a database restart or failover) no heartbeat could be recorded, so a
+/// lease that ran out meanwhile most likely belongs to a live worker whose heartbeats
+/// the server kept refusing. They get one lease to get through, as after a server start.
 async fn reaper(store: Arc<dyn Store>, lease: Duration, stop: CancellationToken) {
     let interval = (lease / 4).clamp(Duration::from_millis(50), MAX_REAP_INTERVAL);
     // Remote workers could not heartbeat while this server was down: give them one
@@ -275,18 +280,30 @@ async fn reaper(store: Arc<dyn Store>, lease: Duration, stop: CancellationToken)
         () = tokio::time::sleep(lease) => {}
         () = stop.cancelled() => return,
     }
+    // Since when the store has answered without a break; `None` while it does not.
+    let mut answering_since = Instant::now().checked_sub(lease);
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             () = stop.cancelled() => return,
         }
-        match store.try_reaper_lock().await {
-            Ok(true) => {}
-            Ok(false) => continue,
+        let leader = match store.try_reaper_lock().await {
+            Ok(leader) => leader,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot take the reaper lock");
+                answering_since = None;
                 continue;
             }
+        };
+        let since = *answering_since.get_or_insert_with(|| {
+            tracing::info!(
+                ?lease,
+                "the store answers again; expired leases are reaped after one more lease"
+            );
+            Instant::now()
+        });
+        if !leader || since.elapsed() < lease {
+            continue;
         }
         match store.reap_expired(now_ms()).await {
             Ok(reaped) => {
@@ -294,7 +311,10 @@ async fn reaper(store: Arc<dyn Store>, lease: Duration, stop: CancellationToken)
                     tracing::warn!(id = %job.id, model = %job.model_id, outcome = ?job.outcome, "lease expired");
                 }
             }
-            Err(e) => tracing::error!(error = %e, "reaper failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "reaper failed");
+                answering_since = None;
+            }
         }
     }
 }

@@ -71,6 +71,12 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::request_not_found(),
             StoreError::Closed => ApiError::Unavailable("the server is shutting down".into()),
+            // The database is unreachable: a retry later can succeed, so 503, not 500.
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => ApiError::Unavailable(
+                "the database is unavailable right now; retry in a few seconds".into(),
+            ),
             other => ApiError::Internal(other.to_string()),
         }
     }

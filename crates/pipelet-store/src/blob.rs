@@ -15,8 +15,10 @@ use uuid::Uuid;
 
 use crate::Result;
 
-/// Chunk size for streaming a local file into the blob store.
+/// Read size when streaming a local file into the blob store.
 const UPLOAD_CHUNK: usize = 1 << 20;
+/// Multipart part size: S3 (and compatible stores) refuse parts under 5 MiB but the last.
+const UPLOAD_PART: usize = 8 << 20;
 
 #[derive(Clone)]
 pub struct Blobs {
@@ -105,7 +107,7 @@ impl Blobs {
     pub async fn put_file(&self, key: &str, file: &Path) -> Result<u64> {
         let mut reader = tokio::fs::File::open(file).await?;
         let upload = self.store.put_multipart(&ObjectPath::from(key)).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_CHUNK);
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART);
         let mut total = 0u64;
         let mut buf = vec![0u8; UPLOAD_CHUNK];
         loop {
@@ -130,7 +132,7 @@ impl Blobs {
     ) -> Result<u64> {
         let path = ObjectPath::from(key);
         let upload = self.store.put_multipart(&path).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_CHUNK);
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART);
         let mut total = 0u64;
         futures::pin_mut!(data);
         while let Some(chunk) = data.next().await {

@@ -94,7 +94,8 @@ impl Default for PgOptions {
     fn default() -> Self {
         Self {
             max_connections: 10,
-            acquire_timeout: Duration::from_secs(30),
+            // Short, so requests fail fast (503) while the database is away.
+            acquire_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
         }
     }

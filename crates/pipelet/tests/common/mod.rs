@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// S3 (moto) and PostgreSQL for the shared-engine tests.
+pub mod engines;
+
 pub struct Server {
     pub child: Child,
     pub base: String,
