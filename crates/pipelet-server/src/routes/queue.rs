@@ -180,8 +180,12 @@ pub async fn create(
     let job = match state.store.create_job(new_job).await {
         Ok(job) => job,
         Err(e) => {
-            // No job points at the image, so it must not linger.
-            if let Some(key) = input_blob {
+            // No job points at the image, so it must not linger — unless the connection
+            // broke mid-call, when the commit may have happened and only its answer was
+            // lost: an orphan image is cheaper than a committed job without its input.
+            let maybe_committed =
+                matches!(&e, pipelet_store::StoreError::Database(sqlx::Error::Io(_)));
+            if let Some(key) = input_blob.filter(|_| !maybe_committed) {
                 let _ = state.blobs.delete(&key).await;
             }
             return Err(e.into());
