@@ -7,6 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A fresh CI clone gains nothing from incremental builds; they only cost disk and time.
+if [ "${CI:-}" = true ]; then
+    export CARGO_INCREMENTAL=0
+fi
+
 need_apt=()
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 if [ ${#need_apt[@]} -gt 0 ]; then
