@@ -10,6 +10,7 @@ mod error;
 pub mod keys;
 pub mod postgres;
 mod queue_index;
+mod rows;
 pub mod sqlite;
 mod types;
 

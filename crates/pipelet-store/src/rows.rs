@@ -1,0 +1,76 @@
+//! Mapping between database rows and the store's types, shared by both backends: each
+//! backend only names its columns (`JOB_COLUMNS`) so that they decode the same way.
+
+use pipelet_api::Pipeline;
+use sqlx::{ColumnIndex, Decode, Row, Type};
+use uuid::Uuid;
+
+use crate::{JobRecord, JobResult, JobState, ProgressUpdate, Result, StoreError};
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {value:?}"))
+}
+
+fn u32_of(v: i64, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| corrupt(what, &v.to_string()))
+}
+
+/// Reads a job from any backend's row of its `JOB_COLUMNS` (in both, `cancel_requested`
+/// comes back as an integer).
+pub(crate) fn job_from_row<'r, R>(row: &'r R) -> Result<JobRecord>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let id: String = row.try_get("id")?;
+    let pipeline: String = row.try_get("pipeline")?;
+    let state: String = row.try_get("state")?;
+    let spec: String = row.try_get("spec")?;
+    let result: Option<String> = row.try_get("result")?;
+    let progress = match (
+        row.try_get::<Option<i64>, _>("progress_done")?,
+        row.try_get::<Option<i64>, _>("progress_total")?,
+    ) {
+        (Some(done), Some(total)) => Some(ProgressUpdate {
+            done: u32_of(done, "progress_done")?,
+            total: u32_of(total, "progress_total")?,
+        }),
+        _ => None,
+    };
+    Ok(JobRecord {
+        id: Uuid::parse_str(&id).map_err(|_| corrupt("job id", &id))?,
+        seq: row.try_get("seq")?,
+        model_id: row.try_get("model_id")?,
+        pipeline: Pipeline::parse(&pipeline).ok_or_else(|| corrupt("pipeline", &pipeline))?,
+        owner_key_id: row.try_get("owner_key_id")?,
+        priority: row.try_get("priority")?,
+        state: JobState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        spec: serde_json::from_str(&spec).map_err(|e| corrupt("spec", &e.to_string()))?,
+        input_blob: row.try_get("input_blob")?,
+        created_at_ms: row.try_get("created_at")?,
+        started_at_ms: row.try_get("started_at")?,
+        finished_at_ms: row.try_get("finished_at")?,
+        attempt: u32_of(row.try_get("attempt")?, "attempt")?,
+        max_attempts: u32_of(row.try_get("max_attempts")?, "max_attempts")?,
+        lease_token: row.try_get("lease_token")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at_ms: row.try_get("lease_expires_at")?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        progress,
+        error: row.try_get("error")?,
+        result: match result {
+            Some(json) => {
+                Some(serde_json::from_str(&json).map_err(|e| corrupt("result", &e.to_string()))?)
+            }
+            None => None,
+        },
+        cancelled_by: row.try_get("cancelled_by")?,
+        webhook_url: row.try_get("webhook_url")?,
+    })
+}
+
+pub(crate) fn result_json(result: &JobResult) -> Result<String> {
+    serde_json::to_string(result).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
