@@ -3,7 +3,10 @@
 //!
 //! Every bound is checked before the work it protects: the base64 length before decoding
 //! it, and the header's dimensions before decoding any pixels, so a small body that
-//! claims a gigantic image costs nothing.
+//! claims a gigantic image costs nothing. A file cut short (a truncated upload) is
+//! refused even where the decoder would paint the missing part grey.
+
+mod complete;
 
 use std::io::Cursor;
 
@@ -56,6 +59,13 @@ fn lenient(alphabet: &alphabet::Alphabet) -> GeneralPurpose {
 /// ASCII whitespace is dropped first, since `base64` on Linux wraps its output.
 pub fn decode_data_uri(s: &str, limits: &Limits) -> Result<Vec<u8>, InputError> {
     let trimmed = s.trim_ascii_start();
+    if looks_like_url(trimmed) {
+        return Err(InputError::field(
+            FIELD,
+            "data_uri must be base64, not a URL: pipelet does not fetch remote images. Send \
+             the image file itself as base64 (plain, or as data:image/jpeg;base64,...)",
+        ));
+    }
     let is_data_url = trimmed
         .as_bytes()
         .get(..5)
@@ -119,6 +129,18 @@ pub fn decode_data_uri(s: &str, limits: &Limits) -> Result<Vec<u8>, InputError> 
     Ok(bytes)
 }
 
+/// `scheme://...` (http, https, ftp, s3, file...): an address where base64 should be.
+///
+/// A scheme cannot contain `/`, so this never matches base64, whose alphabet has no `:`.
+fn looks_like_url(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
 fn too_large(got: usize, limits: &Limits) -> InputError {
     let mib = |n: usize| n as f64 / (1024.0 * 1024.0);
     InputError::field(
@@ -164,17 +186,41 @@ fn other_format_name(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-fn undecodable(e: impl std::fmt::Display) -> InputError {
+fn format_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Png => "PNG",
+        ImageFormat::Jpeg => "JPEG",
+        _ => "WebP",
+    }
+}
+
+/// The file has the signature of `format` but is cut short or damaged.
+fn corrupt(format: ImageFormat, why: impl std::fmt::Display) -> InputError {
     InputError::field(
         FIELD,
-        format!("data_uri is not a decodable PNG/JPEG/WebP image: {e}"),
+        format!(
+            "data_uri image is truncated or corrupt ({why}); send the complete {} file, \
+             base64-encoded",
+            format_name(format)
+        ),
     )
+}
+
+/// Whether the file's container runs to its end marker (see [`complete`]).
+fn check_complete(bytes: &[u8], format: ImageFormat) -> Result<(), InputError> {
+    let walk = match format {
+        ImageFormat::Png => complete::png,
+        ImageFormat::Jpeg => complete::jpeg,
+        _ => complete::webp,
+    };
+    walk(bytes).map_err(|why| corrupt(format, why))
 }
 
 /// Checks that `bytes` are a real PNG, JPEG or WebP within `limits`, and describes it.
 ///
 /// Dimensions come from the header first; only an image within the side and pixel
-/// limits is then fully decoded (under `image::Limits`) to prove it is not corrupt.
+/// limits is then checked to be complete and fully decoded (under `image::Limits`) to
+/// prove it is not corrupt.
 pub fn probe_image(bytes: &[u8], limits: &Limits) -> Result<InputImageInfo, InputError> {
     let Some(format) = sniff_format(bytes) else {
         let detail = match other_format_name(bytes) {
@@ -189,7 +235,7 @@ pub fn probe_image(bytes: &[u8], limits: &Limits) -> Result<InputImageInfo, Inpu
     };
     let (w, h) = ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
-        .map_err(undecodable)?;
+        .map_err(|e| corrupt(format, format!("its header cannot be read: {e}")))?;
     let max_side = limits.max_image_side;
     if w > max_side || h > max_side {
         return Err(InputError::field(
@@ -208,8 +254,9 @@ pub fn probe_image(bytes: &[u8], limits: &Limits) -> Result<InputImageInfo, Inpu
         ));
     }
     if w == 0 || h == 0 {
-        return Err(undecodable(format!("it claims a size of {w}x{h}")));
+        return Err(corrupt(format, format!("it claims a size of {w}x{h}")));
     }
+    check_complete(bytes, format)?;
 
     // Full decode; 8 bytes a pixel covers 16-bit RGBA, the widest these formats produce.
     let max_alloc = limits.max_image_pixels.saturating_mul(8) + (16 << 20);
@@ -219,9 +266,19 @@ pub fn probe_image(bytes: &[u8], limits: &Limits) -> Result<InputImageInfo, Inpu
     decode_limits.max_alloc = Some(max_alloc);
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(decode_limits);
+    let undecodable = |e: image::ImageError| match e {
+        image::ImageError::Limits(e) => InputError::field(
+            FIELD,
+            format!("data_uri image would need too much memory to decode ({e})"),
+        ),
+        e => corrupt(format, e),
+    };
     let mut decoder = reader.into_decoder().map_err(undecodable)?;
     if decoder.total_bytes() > max_alloc {
-        return Err(undecodable("it would need too much memory to decode"));
+        return Err(InputError::field(
+            FIELD,
+            format!("data_uri image is {w}x{h} but would need too much memory to decode"),
+        ));
     }
     // A broken EXIF block only loses the rotation; the pixels are what must be real.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);

@@ -1,5 +1,5 @@
 use super::*;
-use crate::test_images::{b64, jpeg, jpeg_rotated_90, png, png_claiming, webp};
+use crate::test_images::{b64, jpeg, jpeg_rotated_90, photo, png, png_claiming, webp};
 
 fn limits() -> Limits {
     Limits::default()
@@ -172,41 +172,142 @@ fn too_many_pixels_is_refused_from_the_header() {
 }
 
 #[test]
-fn a_header_without_pixels_is_not_decodable() {
+fn a_header_without_pixels_is_corrupt() {
     // Within every limit, so the full decode runs and finds no image data.
     let detail = err(probe_image(&png_claiming(100, 100), &limits()));
     assert!(
-        detail.starts_with("data_uri is not a decodable PNG/JPEG/WebP image:"),
+        detail.starts_with("data_uri image is truncated or corrupt ("),
         "{detail}"
     );
+    assert!(detail.contains("complete PNG file"), "{detail}");
     let detail = err(probe_image(&png_claiming(0, 10), &limits()));
-    assert!(detail.contains("not a decodable"), "{detail}");
+    assert!(detail.contains("truncated or corrupt"), "{detail}");
 }
 
 #[test]
-fn truncated_and_corrupt_files_are_not_decodable() {
+fn truncated_and_corrupt_files_are_refused() {
     let full = png(64, 64);
     for bytes in [&full[..full.len() / 2], &full[..20]] {
         let detail = err(probe_image(bytes, &limits()));
-        assert!(
-            detail.contains("not a decodable PNG/JPEG/WebP image"),
-            "{detail}"
-        );
+        assert!(detail.contains("truncated or corrupt"), "{detail}");
     }
     let mut corrupt = webp(32, 32);
     corrupt.truncate(24);
-    assert!(err(probe_image(&corrupt, &limits())).contains("not a decodable"));
+    assert!(err(probe_image(&corrupt, &limits())).contains("truncated or corrupt"));
     let mut jpeg_head = jpeg(32, 32);
     jpeg_head.truncate(4);
-    assert!(err(probe_image(&jpeg_head, &limits())).contains("not a decodable"));
+    assert!(err(probe_image(&jpeg_head, &limits())).contains("truncated or corrupt"));
+}
+
+/// What a cut-off upload looks like: the first 2,000 base64 characters of a real file.
+fn first_2000_base64_chars(file: &[u8]) -> Vec<u8> {
+    let text = b64(file);
+    assert!(text.len() > 4000, "the test image is big enough to cut");
+    decode_data_uri(&text[..2000], &limits()).unwrap()
 }
 
 #[test]
-fn custom_side_limit_applies() {
-    let tight = Limits {
-        max_image_side: 32,
-        ..Limits::default()
-    };
-    assert!(probe_image(&png(32, 16), &tight).is_ok());
-    assert!(err(probe_image(&png(33, 16), &tight)).contains("at most 32 pixels"));
+fn the_first_2000_base64_chars_of_an_image_are_refused_as_truncated() {
+    // The JPEG decoder paints missing rows grey and reports success: the case that let
+    // a cut-off photo "complete" as a grey video.
+    for (format, name) in [
+        (ImageFormat::Jpeg, "JPEG"),
+        (ImageFormat::Png, "PNG"),
+        (ImageFormat::WebP, "WebP"),
+    ] {
+        let full = photo(256, 192, format);
+        assert!(probe_image(&full, &limits()).is_ok(), "{name} whole");
+        let detail = err(probe_image(&first_2000_base64_chars(&full), &limits()));
+        assert!(
+            detail.starts_with("data_uri image is truncated or corrupt"),
+            "{name}: {detail}"
+        );
+        assert!(
+            detail.contains(&format!("complete {name} file")),
+            "{name}: {detail}"
+        );
+    }
+}
+
+#[test]
+fn a_file_missing_only_its_last_bytes_is_refused() {
+    for format in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP] {
+        let full = photo(64, 48, format);
+        for cut in [1, 2, 10, full.len() / 10] {
+            let short = &full[..full.len() - cut];
+            let detail = err(probe_image(short, &limits()));
+            assert!(
+                detail.contains("truncated or corrupt"),
+                "{format:?} -{cut}: {detail}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bytes_after_the_end_marker_are_ignored() {
+    // Phones append data after a JPEG's EOI (motion photos); PNG and WebP readers stop
+    // at IEND / the RIFF size too.
+    for format in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP] {
+        let mut file = photo(64, 48, format);
+        file.extend_from_slice(b"\xFF\xD8 trailing vendor data \xFF");
+        let info = probe_image(&file, &limits()).unwrap_or_else(|e| panic!("{format:?}: {e:?}"));
+        assert_eq!((info.width, info.height), (64, 48));
+    }
+}
+
+#[test]
+fn a_jpeg_is_walked_through_its_segments_and_scans() {
+    // The EXIF (APP1) segment before the frame is skipped by its length.
+    let whole = jpeg_rotated_90(64, 48);
+    assert!(probe_image(&whole, &limits()).is_ok());
+    assert!(err(probe_image(&whole[..whole.len() - 2], &limits())).contains("truncated"));
+    // A scan holding stuffed FF 00 bytes and restart markers is not mistaken for its end.
+    let mut synthetic = vec![0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02];
+    synthetic.extend_from_slice(&[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xFF]);
+    assert!(complete::jpeg(&synthetic).is_err(), "no EOI yet");
+    synthetic.push(0xD9);
+    assert_eq!(complete::jpeg(&synthetic), Ok(()));
+    // An EOI with no scan before it is not an image.
+    assert!(complete::jpeg(&[0xFF, 0xD8, 0xFF, 0xD9]).is_err());
+}
+
+#[test]
+fn a_corrupt_webp_is_refused() {
+    let mut file = webp(32, 32);
+    assert_eq!(&file[12..16], b"VP8L");
+    // The lossless bitstream's signature byte, then garbage in its data.
+    file[20] = 0x00;
+    let detail = err(probe_image(&file, &limits()));
+    assert!(detail.contains("truncated or corrupt"), "{detail}");
+    assert!(detail.contains("WebP"), "{detail}");
+    // A RIFF size larger than the file: the tail is missing.
+    let mut file = webp(32, 32);
+    let size = u32::from_le_bytes([file[4], file[5], file[6], file[7]]) + 100;
+    file[4..8].copy_from_slice(&size.to_le_bytes());
+    assert!(err(probe_image(&file, &limits())).contains("truncated or corrupt"));
+}
+
+#[test]
+fn a_url_is_refused_with_a_plain_message() {
+    for url in [
+        "http://example.com/cat.jpg",
+        "https://example.com/cat.jpg?x=1",
+        "  HTTPS://EXAMPLE.COM/A.PNG",
+        "ftp://files.example.com/a.png",
+        "s3://bucket/a.webp",
+        "file:///tmp/a.png",
+    ] {
+        let detail = err(decode_data_uri(url, &limits()));
+        assert!(
+            detail.starts_with("data_uri must be base64, not a URL"),
+            "{url}: {detail}"
+        );
+        assert!(!detail.contains("Invalid"), "no decoder jargon: {detail}");
+    }
+    // Base64 has no ':' so it is never taken for a URL, nor is a data: URI.
+    let bytes = png(8, 8);
+    assert!(decode_data_uri(&b64(&bytes), &limits()).is_ok());
+    let data_url = format!("data:image/png;base64,{}", b64(&bytes));
+    assert!(decode_data_uri(&data_url, &limits()).is_ok());
 }

@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod image_input;
+pub mod plural;
 pub mod spec;
 pub mod wire;
 pub mod worker_protocol;
@@ -15,4 +16,5 @@ mod test_images;
 
 pub use catalog::{Catalog, CatalogError, ModelInfo, ModelSpec, Pipeline};
 pub use image_input::InputImageInfo;
+pub use plural::plural;
 pub use spec::{InputError, JobSpec, Limits, ValidatedCreate, validate_create};

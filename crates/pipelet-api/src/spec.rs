@@ -112,6 +112,7 @@ pub fn validate_create(
     // The size class (and so the longest duration) is known before any image work.
     let target = match model.pipeline {
         Pipeline::T2v => {
+            no_image_for_t2v(model, obj)?;
             let width = fields::opt_dimension(obj, "width")?;
             let height = fields::opt_dimension(obj, "height")?;
             let (w, h) = t2v_size(width, height)?;
@@ -253,6 +254,26 @@ fn image_field(obj: &Map<String, Value>) -> Result<&str, InputError> {
              WebP file (plain, or as data:image/...;base64,...)",
         )),
     }
+}
+
+/// Refuses an input image sent to a text-to-video model, which would silently drop it.
+fn no_image_for_t2v(model: &ModelSpec, obj: &Map<String, Value>) -> Result<(), InputError> {
+    // `null` is "not given", as everywhere; any other value (even "") is a mistake.
+    let Some(field) = ["data_uri", "image_url"]
+        .into_iter()
+        .find(|name| obj.get(*name).is_some_and(|v| !v.is_null()))
+    else {
+        return Ok(());
+    };
+    Err(InputError::field(
+        field,
+        format!(
+            "{field} is only for image-to-video models; {} is a text-to-video model and would \
+             ignore the image. Remove {field}, or send the request to an image-to-video model \
+             (GET /models lists each model's pipeline)",
+            model.id
+        ),
+    ))
 }
 
 /// Refuses images too elongated for the model to animate sensibly.

@@ -2,9 +2,9 @@
 
 use serde_json::json;
 
-use super::tests::{bad, i2v, img, ok, size};
+use super::tests::{bad, i2v, img, ok, size, t2v};
 use super::*;
-use crate::test_images::{b64, jpeg, png, webp};
+use crate::test_images::{b64, jpeg, photo, png, webp};
 
 #[test]
 fn i2v_needs_an_image() {
@@ -32,6 +32,69 @@ fn i2v_needs_an_image() {
         json!({"prompt": "p", "data_uri": text}),
         Some("data_uri"),
         &["not a PNG"],
+    );
+}
+
+#[test]
+fn a_cut_off_upload_is_refused_as_truncated() {
+    use image::ImageFormat;
+    for (format, name) in [
+        (ImageFormat::Jpeg, "JPEG"),
+        (ImageFormat::Png, "PNG"),
+        (ImageFormat::WebP, "WebP"),
+    ] {
+        let text = b64(&photo(256, 192, format));
+        // The whole file is fine; its first 2,000 base64 characters are not.
+        ok(&i2v(), json!({"prompt": "p", "data_uri": text}));
+        let cut = format!("data:image/x;base64,{}", &text[..2000]);
+        bad(
+            &i2v(),
+            json!({"prompt": "p", "data_uri": cut}),
+            Some("data_uri"),
+            &["truncated or corrupt", name],
+        );
+    }
+}
+
+#[test]
+fn a_url_in_data_uri_gets_a_plain_message() {
+    for url in [
+        "https://example.com/cat.jpg",
+        "http://x/y.png",
+        "ftp://h/a.webp",
+    ] {
+        bad(
+            &i2v(),
+            json!({"prompt": "p", "data_uri": url}),
+            Some("data_uri"),
+            &["data_uri must be base64, not a URL"],
+        );
+    }
+}
+
+#[test]
+fn an_image_sent_to_a_t2v_model_is_refused() {
+    let image = b64(&png(40, 30));
+    for field in ["data_uri", "image_url"] {
+        for value in [
+            json!(image),
+            json!(format!("data:image/png;base64,{image}")),
+            json!(""),
+        ] {
+            let mut body = json!({"prompt": "p"});
+            body[field] = value;
+            bad(
+                &t2v(),
+                body,
+                Some(field),
+                &[field, "wan22-fast-t2v", "text-to-video", "image-to-video"],
+            );
+        }
+    }
+    // null is "not given", as for every field.
+    ok(
+        &t2v(),
+        json!({"prompt": "p", "data_uri": null, "image_url": null}),
     );
 }
 

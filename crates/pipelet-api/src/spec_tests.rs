@@ -101,7 +101,17 @@ fn prompt_rules() {
         &m,
         json!({"prompt": long}),
         Some("prompt"),
-        &["too long", "4001", "4000"],
+        &["too long", "4001 characters", "4000 characters"],
+    );
+    // A one-character limit reads "1 character", not "1 characters".
+    let tight = Limits {
+        max_prompt_chars: 1,
+        ..Limits::default()
+    };
+    let e = validate_create(&m, &json!({"prompt": "ab"}), &tight).unwrap_err();
+    assert_eq!(
+        e.detail,
+        "prompt is too long: 2 characters; the limit is 1 character"
     );
 }
 

@@ -19,6 +19,21 @@ pub fn encode(w: u32, h: u32, format: ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A `w`x`h` picture with fine pseudo-random texture, so it compresses poorly: a few
+/// kilobytes even when small, like a photo (a truncated prefix then cuts into pixels).
+pub fn photo(w: u32, h: u32, format: ImageFormat) -> Vec<u8> {
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        let n =
+            (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663)).wrapping_mul(2_654_435_761);
+        image::Rgb([(n >> 24) as u8, (x * 255 / w.max(1)) as u8, (n >> 8) as u8])
+    });
+    let mut out = Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, format)
+        .unwrap();
+    out.into_inner()
+}
+
 pub fn png(w: u32, h: u32) -> Vec<u8> {
     encode(w, h, ImageFormat::Png)
 }

@@ -31,6 +31,14 @@ pub struct CreateResponse {
     pub cancel_url: String,
     /// Jobs that will be dispatched before this one (0: next).
     pub queue_position: u64,
+    /// The `priority` the request was queued with: the body's `priority` (default 0),
+    /// lowered to the key's cap when it asked for more. Dispatch uses it plus the model
+    /// tier's priority.
+    // `default` only so answers of servers older than the field still parse; this
+    // server always sends it.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true, example = 0))]
+    pub priority: i64,
 }
 
 /// The public status of a request. A job retried after a lost worker shows `IN_QUEUE`
@@ -120,6 +128,10 @@ pub struct StatusMessages {
     /// The renderer that made the video (`preview` or `wan`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// Admin keys only, on FAILED and RETRYING: what operators need about the failure
+    /// (the worker, the raw error); `error` and `detail_message` stay plain for clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_detail: Option<String>,
 }
 
 impl StatusMessages {

@@ -12,6 +12,7 @@ fn create_response_shape() {
         status_url: format!("{URL}/status"),
         cancel_url: format!("{URL}/cancel"),
         queue_position: 0,
+        priority: -3,
     };
     assert_eq!(
         serde_json::to_value(&r).unwrap(),
@@ -20,9 +21,15 @@ fn create_response_shape() {
             "response_url": URL,
             "status_url": format!("{URL}/status"),
             "cancel_url": format!("{URL}/cancel"),
-            "queue_position": 0
+            "queue_position": 0,
+            "priority": -3
         })
     );
+    // Answers from servers older than the field still parse.
+    let mut old = serde_json::to_value(&r).unwrap();
+    old.as_object_mut().unwrap().remove("priority");
+    let parsed: CreateResponse = serde_json::from_value(old).unwrap();
+    assert_eq!(parsed.priority, 0);
 }
 
 #[test]

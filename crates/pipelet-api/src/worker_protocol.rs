@@ -99,8 +99,13 @@ pub struct CompleteBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FailBody {
     pub lease_token: i64,
-    /// Why, for the client (the first 2000 characters are kept).
+    /// Why, for the client, in plain words: no host or worker names, paths or raw
+    /// errors (the first 2000 characters are kept).
     pub error: String,
+    /// What operators need: the raw error, paths, the host. Logged by the server and
+    /// shown only to admin keys (the first 8000 characters are kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// Whether another attempt may succeed (a crash) or not (an undecodable input).
     pub retryable: bool,
 }

@@ -237,7 +237,10 @@ impl Server {
         clean_env(&mut command, rust_log);
         if let Some(url) = database_url {
             // In the environment rather than on the command line, where `ps` shows it.
-            command.env("PIPELET_DATABASE_URL", url);
+            // The bench runs one server, its blobs in its data dir.
+            command
+                .env("PIPELET_DATABASE_URL", url)
+                .env("PIPELET_SINGLE_SERVER", "1");
         }
         let mut child = command
             .spawn()

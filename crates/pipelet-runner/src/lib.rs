@@ -56,6 +56,47 @@ pub struct RenderOutput {
     pub backend: &'static str,
 }
 
+/// Why a render failed, in two texts: `reason` is what the client reads (plain words:
+/// no paths, host names or raw errors), `detail` what operators need (logged, and shown
+/// only to admin keys). Displays as the detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderFailure {
+    pub reason: String,
+    pub detail: String,
+}
+
+impl RenderFailure {
+    /// A client-facing `reason` with the internal `detail` behind it.
+    pub fn new(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A message that is safe to show as it is (it holds nothing internal).
+impl From<String> for RenderFailure {
+    fn from(reason: String) -> Self {
+        Self {
+            detail: reason.clone(),
+            reason,
+        }
+    }
+}
+
+impl From<&str> for RenderFailure {
+    fn from(reason: &str) -> Self {
+        reason.to_string().into()
+    }
+}
+
+impl std::fmt::Display for RenderFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     /// The cancel token fired; no output must be used.
@@ -63,10 +104,30 @@ pub enum RunnerError {
     Cancelled,
     /// The job cannot succeed on any attempt (e.g. an undecodable input image).
     #[error("{0}")]
-    Permanent(String),
+    Permanent(RenderFailure),
     /// Something that may succeed on another attempt (I/O, a crashed runner process).
     #[error("{0}")]
-    Transient(String),
+    Transient(RenderFailure),
+}
+
+impl RunnerError {
+    /// A permanent failure: `reason` for the client, `detail` for operators.
+    pub fn permanent(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Permanent(RenderFailure::new(reason, detail))
+    }
+
+    /// A transient failure: `reason` for the client, `detail` for operators.
+    pub fn transient(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Transient(RenderFailure::new(reason, detail))
+    }
+
+    /// What the client reads.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Cancelled => "cancelled",
+            Self::Permanent(f) | Self::Transient(f) => &f.reason,
+        }
+    }
 }
 
 #[async_trait::async_trait]

@@ -13,6 +13,7 @@ use std::process::Command;
 use common::{i2v, picture, render, t2v, top_level_boxes};
 use image::ImageFormat;
 use pipelet_runner::RenderJob;
+use pipelet_runner::preview::PreviewMark;
 use tokio_util::sync::CancellationToken;
 
 fn tools_available() -> bool {
@@ -143,6 +144,85 @@ async fn i2v_landscape_and_selfie() {
     check(
         i2v(picture(720, 1280, ImageFormat::Png), 272, 480, 81),
         "i2v-9x16-5s",
+    )
+    .await;
+}
+
+/// Every frame of `path` decoded by ffmpeg, as RGB24.
+fn decode_rgb(path: &Path, width: u32, height: u32) -> Vec<Vec<u8>> {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "ffmpeg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frame = width as usize * height as usize * 3;
+    assert_eq!(out.stdout.len() % frame, 0, "partial frame");
+    out.stdout.chunks_exact(frame).map(<[u8]>::to_vec).collect()
+}
+
+/// Every decoded frame shows the "PREVIEW" mark: inside its box, the text pixels are
+/// white and the rest dark, whatever the picture underneath.
+async fn check_mark(job: RenderJob, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(format!("{name}.mp4"));
+    let (result, _) = render(&job, &out, CancellationToken::new()).await;
+    result.unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mark = PreviewMark::new(job.width, job.height);
+    let (bx, by, bw, bh) = mark.rect();
+    let frames = decode_rgb(&out, job.width, job.height);
+    assert_eq!(frames.len(), job.num_frames as usize, "{name}");
+    for (index, rgb) in frames.iter().enumerate() {
+        let (mut text, mut text_ok, mut back, mut back_ok) = (0, 0, 0, 0);
+        for y in by..by + bh {
+            for x in bx..bx + bw {
+                let i = (y as usize * job.width as usize + x as usize) * 3;
+                let luma = (u32::from(rgb[i]) * 299
+                    + u32::from(rgb[i + 1]) * 587
+                    + u32::from(rgb[i + 2]) * 114)
+                    / 1000;
+                if mark.is_text(x, y) {
+                    text += 1;
+                    text_ok += u32::from(luma >= 170);
+                } else {
+                    back += 1;
+                    back_ok += u32::from(luma <= 110);
+                }
+            }
+        }
+        // Lossy coding blurs a few edge pixels; the mark as a whole must be there.
+        assert!(
+            text_ok * 100 >= text * 90 && back_ok * 100 >= back * 95,
+            "{name}: frame {index}: {text_ok}/{text} text pixels light, \
+             {back_ok}/{back} box pixels dark"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_frame_carries_the_preview_mark() {
+    if !tools_available() {
+        return;
+    }
+    check_mark(t2v("sunlit snow", 8, 832, 480, 33), "mark-t2v-480p").await;
+    check_mark(t2v("a white room", 9, 1280, 720, 17), "mark-t2v-720p").await;
+    // A white picture is the hardest background for white text.
+    let white = {
+        let img = image::RgbImage::from_pixel(640, 480, image::Rgb([255, 255, 255]));
+        let mut bytes = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png)
+            .unwrap();
+        bytes
+    };
+    check_mark(i2v(white, 640, 480, 17), "mark-i2v-white").await;
+    check_mark(
+        i2v(picture(720, 1280, ImageFormat::Png), 272, 480, 17),
+        "mark-i2v-small",
     )
     .await;
 }

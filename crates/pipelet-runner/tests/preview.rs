@@ -154,7 +154,7 @@ async fn bad_images_fail_permanently() {
         job.image = image.map(std::sync::Arc::new);
         let (result, seen) = render(&job, &out, CancellationToken::new()).await;
         match result {
-            Err(RunnerError::Permanent(msg)) => assert!(msg.contains("image"), "{name}: {msg}"),
+            Err(RunnerError::Permanent(f)) => assert!(f.reason.contains("image"), "{name}: {f:?}"),
             other => panic!("{name}: expected a permanent error, got {other:?}"),
         }
         assert!(seen.is_empty(), "{name}");

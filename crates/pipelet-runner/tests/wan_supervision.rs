@@ -116,7 +116,9 @@ async fn a_job_reports_progress_and_its_output() {
     i2v.image = Some(Arc::new(vec![1, 2, 3]));
     let (result, _) = run(&runner, &i2v, dir.path()).await;
     assert!(
-        matches!(&result, Err(RunnerError::Permanent(m)) if m.contains("cannot load the image-to-video model missing: no such model")),
+        matches!(&result, Err(RunnerError::Permanent(f))
+            if f.reason == "the image-to-video model could not be loaded"
+            && f.detail.contains("cannot load the image-to-video model missing: no such model")),
         "{result:?}"
     );
     let before = runner.pid().await;
@@ -143,9 +145,12 @@ async fn a_crash_fails_the_job_transiently_with_the_last_words_and_the_next_job_
     let dir = tempfile::tempdir().expect("tempdir");
     let runner = WanRunner::new(config());
     let (result, _) = run(&runner, &job("crash"), dir.path()).await;
-    let Err(RunnerError::Transient(message)) = result else {
+    let Err(RunnerError::Transient(failure)) = result else {
         panic!("expected a transient error, got {result:?}");
     };
+    // The client reads what happened; the process's last words are the detail.
+    assert_eq!(failure.reason, "the model runner stopped unexpectedly");
+    let message = failure.detail;
     assert!(message.starts_with("wan runner crashed"), "{message}");
     assert!(message.contains("SIGKILL"), "{message}");
     assert!(message.contains("fake-wan: about to crash"), "{message}");
@@ -163,12 +168,15 @@ async fn error_kinds_and_protocol_violations() {
     let runner = WanRunner::new(config());
     let (result, _) = run(&runner, &job("oom"), dir.path()).await;
     assert!(
-        matches!(&result, Err(RunnerError::Permanent(m)) if m == "out of GPU memory at 512x512, 17 frames: oom happened"),
+        matches!(&result, Err(RunnerError::Permanent(f))
+            if f.reason == "out of GPU memory at 512x512, 17 frames"
+            && f.detail == "out of GPU memory at 512x512, 17 frames: oom happened"),
         "{result:?}"
     );
     let (result, _) = run(&runner, &job("internal"), dir.path()).await;
     assert!(
-        matches!(&result, Err(RunnerError::Transient(m)) if m.contains("internal happened")),
+        matches!(&result, Err(RunnerError::Transient(f))
+            if f.reason == "the model runner failed" && f.detail.contains("internal happened")),
         "{result:?}"
     );
     let pid = runner.pid().await;
@@ -186,7 +194,7 @@ async fn error_kinds_and_protocol_violations() {
     for prompt in ["garbage", "huge"] {
         let (result, _) = run(&runner, &job(prompt), dir.path()).await;
         assert!(
-            matches!(&result, Err(RunnerError::Transient(m)) if m.starts_with("wan runner")),
+            matches!(&result, Err(RunnerError::Transient(f)) if f.detail.starts_with("wan runner")),
             "{prompt}: {result:?}"
         );
         assert_eq!(

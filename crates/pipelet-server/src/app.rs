@@ -13,7 +13,7 @@ use anyhow::Context;
 use pipelet_api::Pipeline;
 use pipelet_runner::preview::PreviewRunner;
 use pipelet_store::blob::Blobs;
-use pipelet_store::postgres::PgStore;
+use pipelet_store::postgres::{PgStore, ServerLock, ServerLockMode};
 use pipelet_store::sqlite::SqliteStore;
 use pipelet_store::{NewKey, Role, Store, now_ms};
 use pipelet_worker::{LocalSource, Worker, WorkerConfig};
@@ -37,7 +37,9 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     admin_key: Option<String>,
+    admin_key_file: Option<PathBuf>,
     _lock: Option<File>,
+    server_lock: Option<ServerLock>,
 }
 
 /// Takes an exclusive lock on the data dir: two servers on one SQLite file would each
@@ -72,6 +74,64 @@ fn write_admin_key(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Takes this server's place on a shared PostgreSQL database: alone with
+/// `--single-server` (its blobs are its own), else beside other servers with shared blobs.
+async fn lock_database(url: &str, single_server: bool) -> anyhow::Result<ServerLock> {
+    let mode = if single_server {
+        ServerLockMode::Exclusive
+    } else {
+        ServerLockMode::Shared
+    };
+    let lock = ServerLock::try_acquire(url, mode)
+        .await
+        .context("cannot take the server lock on the PostgreSQL database (--database-url)")?;
+    lock.ok_or_else(|| match mode {
+        ServerLockMode::Exclusive => anyhow::anyhow!(
+            "another pipelet server is running on this database, and --single-server needs \
+             the database to itself (its images and videos stay in its own data dir). Stop \
+             the other server, or run every server with the same shared storage, \
+             --blob-url s3://bucket/prefix (or gs://, az://, or file:///path/of/a/shared/mount), \
+             and without --single-server"
+        ),
+        ServerLockMode::Shared => anyhow::anyhow!(
+            "a pipelet server started with --single-server is running on this database; \
+             its images and videos stay in its own data dir, so no other server may join it. \
+             Stop it, then run every server with the same shared storage, \
+             --blob-url s3://bucket/prefix (or gs://, az://, or file:///path/of/a/shared/mount)"
+        ),
+    })
+}
+
+/// On a store without keys, creates the admin key and saves it to
+/// `<data-dir>/admin.key`. A key that cannot be saved is still returned (to be printed):
+/// failing the start instead would lose it.
+async fn create_first_admin_key(
+    store: &dyn Store,
+    data_dir: &Path,
+) -> anyhow::Result<(Option<String>, Option<PathBuf>)> {
+    if store.count_keys().await? > 0 {
+        return Ok((None, None));
+    }
+    let (_, secret) = store
+        .create_key(NewKey {
+            name: "admin".into(),
+            role: Role::Admin,
+            max_priority: 1000,
+        })
+        .await?;
+    let path = data_dir.join("admin.key");
+    match write_admin_key(&path, &secret) {
+        Ok(()) => Ok((Some(secret), Some(path))),
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "cannot save the admin key; copy it from the output"
+            );
+            Ok((Some(secret), None))
+        }
+    }
+}
+
 pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("pipelet.db")
 }
@@ -97,25 +157,15 @@ impl Application {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
         let (store, lock) = open_store(&config).await?;
+        let server_lock = match &config.database_url {
+            Some(url) => Some(lock_database(url, config.single_server).await?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::default());
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
         let blobs = match &config.blob_url {
             Some(url) => Blobs::from_url(url).with_context(|| format!("--blob-url {url}"))?,
             None => Blobs::local(&config.data_dir.join("blobs"))?,
-        };
-
-        let admin_key = if store.count_keys().await? == 0 {
-            let (_, secret) = store
-                .create_key(NewKey {
-                    name: "admin".into(),
-                    role: Role::Admin,
-                    max_priority: 1000,
-                })
-                .await?;
-            write_admin_key(&config.data_dir.join("admin.key"), &secret)?;
-            Some(secret)
-        } else {
-            None
         };
 
         // In-process workers of a previous run died with it; their jobs go back now
@@ -134,6 +184,10 @@ impl Application {
         // With port 0 the real address is only known now; links fall back to it.
         let mut config = config;
         config.listen = listener.local_addr()?;
+
+        // Last, once nothing else can fail: a start that failed after creating the key
+        // would never show it, and the next start finds a key and creates none.
+        let (admin_key, admin_key_file) = create_first_admin_key(&*store, &config.data_dir).await?;
         let jobs = Arc::new(LocalSource::new(store.clone(), blobs.clone(), config.lease));
         let state = AppState {
             store,
@@ -149,7 +203,9 @@ impl Application {
             listener,
             state,
             admin_key,
+            admin_key_file,
             _lock: lock,
+            server_lock,
         })
     }
 
@@ -166,6 +222,12 @@ impl Application {
         self.admin_key.as_deref()
     }
 
+    /// Where [`Application::admin_key`] was saved; `None` if it could not be (the log
+    /// says why) or no key was created.
+    pub fn admin_key_file(&self) -> Option<&Path> {
+        self.admin_key_file.as_deref()
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
@@ -179,6 +241,7 @@ impl Application {
             listener,
             state,
             _lock: lock,
+            server_lock,
             ..
         } = self;
         let config = state.config.clone();
@@ -219,6 +282,11 @@ impl Application {
         }
         tracing::info!("stopped");
         drop(lock);
+        if let Some(server_lock) = server_lock
+            && let Err(e) = server_lock.release().await
+        {
+            tracing::debug!(error = %e, "releasing the server lock");
+        }
         Ok(())
     }
 }

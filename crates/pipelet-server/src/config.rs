@@ -35,6 +35,12 @@ pub struct ServeArgs {
     /// instead of `<data-dir>/blobs`; credentials from the provider's usual env vars.
     #[arg(long, env = "PIPELET_BLOB_URL")]
     pub blob_url: Option<String>,
+    /// Declares this the only server on --database-url, so that images and videos may stay
+    /// in `<data-dir>/blobs` without --blob-url; another server on that database then
+    /// refuses to start (and this one refuses while another runs).
+    #[arg(long, env = "PIPELET_SINGLE_SERVER", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub single_server: bool,
     /// In-process preview workers; 0 runs a pure API server whose jobs stay queued.
     #[arg(long, env = "PIPELET_WORKERS", default_value_t = 1)]
     pub workers: u32,
@@ -84,6 +90,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
     pub blob_url: Option<String>,
+    /// `--single-server`: the only server on its PostgreSQL database (no meaning on SQLite,
+    /// whose data-dir lock already allows one server).
+    pub single_server: bool,
     pub workers: u32,
     pub public_url: Option<String>,
     pub max_body_bytes: usize,
@@ -148,11 +157,24 @@ impl ServeArgs {
         {
             return bad("--database-url must be a postgres:// URL (leave it out for the embedded SQLite store)".into());
         }
+        // Blobs in the data dir are this server's alone: a second server on the same
+        // database would fail every i2v job and result of this one.
+        if self.database_url.is_some() && self.blob_url.is_none() && !self.single_server {
+            return bad(format!(
+                "--database-url without --blob-url keeps images and videos in {}, which \
+                 other servers on the same database cannot read. Give every server the same \
+                 shared storage with --blob-url s3://bucket/prefix (or gs://, az://, or \
+                 file:///path/of/a/shared/mount), or, if this is the only server on this \
+                 database, add --single-server (PIPELET_SINGLE_SERVER=1)",
+                self.data_dir.join("blobs").display()
+            ));
+        }
         Ok(Config {
             listen: self.listen,
             data_dir: self.data_dir,
             database_url: self.database_url,
             blob_url: self.blob_url,
+            single_server: self.single_server,
             workers: self.workers,
             public_url,
             max_body_bytes: self.max_body_bytes,
@@ -179,6 +201,7 @@ impl Config {
             data_dir: data_dir.into(),
             database_url: None,
             blob_url: None,
+            single_server: false,
             workers: 1,
             public_url: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -193,5 +216,50 @@ impl Config {
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             metrics_require_key: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn validate(args: &[&str]) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?} parses: {e}"));
+        cli.serve.validate()
+    }
+
+    const PG: &str = "postgres://pipelet@db/pipelet";
+
+    #[test]
+    fn postgres_without_shared_blobs_needs_single_server() {
+        let refused = validate(&["--database-url", PG, "--data-dir", "/srv/pipelet"])
+            .expect_err("blobs in the data dir on a shared database are refused")
+            .to_string();
+        for what in [
+            "--blob-url s3://",
+            "file:///",
+            "--single-server",
+            "/srv/pipelet/blobs",
+        ] {
+            assert!(refused.contains(what), "{what:?} missing from: {refused}");
+        }
+
+        let alone = validate(&["--database-url", PG, "--single-server"]).expect("single server");
+        assert!(alone.single_server);
+        for url in ["s3://bucket/pipelet", "file:///mnt/shared/pipelet"] {
+            let shared = validate(&["--database-url", PG, "--blob-url", url]).expect(url);
+            assert!(!shared.single_server);
+        }
+        // SQLite allows one server per data dir anyway.
+        assert!(validate(&[]).is_ok());
+        assert!(validate(&["--single-server"]).is_ok());
     }
 }

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pipelet_store::{
-    CancelOutcome, ClaimRequest, FailOutcome, HeartbeatReply, JobCount, JobRecord, JobResult,
-    KeyRecord, Lease, LeaseRef, NewJob, NewKey, ProgressUpdate, ReapOutcome, ReapedJob, Result,
-    Store,
+    CancelOutcome, ClaimRequest, FailOutcome, Failure, HeartbeatReply, JobCount, JobRecord,
+    JobResult, KeyRecord, Lease, LeaseRef, NewJob, NewKey, ProgressUpdate, ReapOutcome, ReapedJob,
+    Result, Store,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -252,8 +252,13 @@ impl Store for MeteredStore {
         self.metrics.job_ended(lease.job_id);
         Ok(())
     }
-    async fn fail(&self, lease: &LeaseRef, error: &str, retryable: bool) -> Result<FailOutcome> {
-        let outcome = self.inner.fail(lease, error, retryable).await?;
+    async fn fail(
+        &self,
+        lease: &LeaseRef,
+        failure: &Failure,
+        retryable: bool,
+    ) -> Result<FailOutcome> {
+        let outcome = self.inner.fail(lease, failure, retryable).await?;
         let model = self.model_of(lease.job_id).await;
         match outcome {
             FailOutcome::Requeued => self.metrics.retried(&model),

@@ -64,6 +64,7 @@ person can act on.";
         routes::docs::openapi_json,
         routes::docs::page,
         routes::playground::page,
+        routes::favicon::icon,
     ),
     components(schemas(pipelet_api::wire::ErrorBody)),
     modifiers(&BearerScheme),

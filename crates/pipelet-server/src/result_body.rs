@@ -3,7 +3,7 @@
 //! memory (nor its base64, which is a third bigger).
 
 use axum::body::{Body, Bytes};
-use axum::http::header;
+use axum::http::{HeaderName, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -13,6 +13,9 @@ use pipelet_store::blob::Blobs;
 use pipelet_store::{JobRecord, JobResult};
 
 use crate::error::ApiError;
+
+/// The request's id as a header: fal's clients fill in `requestId` from it.
+pub const FAL_REQUEST_ID: HeaderName = HeaderName::from_static("x-fal-request-id");
 
 /// Encodes a byte stream as base64 without padding in the middle: each chunk is cut to
 /// a multiple of 3 bytes and the remainder carried into the next.
@@ -75,7 +78,10 @@ pub async fn stream(
         .chain(base64_stream(bytes))
         .chain(stream::once(async move { Ok(Bytes::from(suffix)) }));
     Ok((
-        [(header::CONTENT_TYPE, "application/json")],
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (FAL_REQUEST_ID, job.id.to_string()),
+        ],
         Body::from_stream(body),
     )
         .into_response())

@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/models", get(crate::routes::models::list))
         .route("/", get(crate::routes::playground::page))
         .route("/docs", get(crate::routes::docs::page))
+        .route("/favicon.ico", get(crate::routes::favicon::icon))
         .route("/openapi.json", get(crate::routes::docs::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

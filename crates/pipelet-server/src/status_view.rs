@@ -1,9 +1,39 @@
 //! How a stored job looks to a client: the status JSON of the seed's API.
+//!
+//! A failure has two texts: the plain reason every caller reads (`error`,
+//! `detail_message`), and the internal detail (worker, host, raw error) that only admin
+//! keys get, as `statusMessages.internal_detail` and in the logs.
 
 use pipelet_api::wire::{JobStatus, LogEntry, StatusMessages, StatusResponse};
-use pipelet_store::{JobRecord, JobState};
+use pipelet_store::{JobRecord, JobState, Role};
 
+use crate::auth::Principal;
 use crate::urls::BaseUrl;
+
+/// Who reads a status: admins also see what went wrong inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    Client,
+    Admin,
+}
+
+impl Viewer {
+    pub fn of(principal: &Principal) -> Self {
+        if principal.key.role == Role::Admin {
+            Viewer::Admin
+        } else {
+            Viewer::Client
+        }
+    }
+
+    /// The job's internal failure detail, for admins only.
+    fn detail_of(self, job: &JobRecord) -> Option<String> {
+        match self {
+            Viewer::Admin => job.error_detail.clone(),
+            Viewer::Client => None,
+        }
+    }
+}
 
 pub fn rfc3339(ms: i64) -> String {
     let at =
@@ -25,7 +55,7 @@ fn seconds_between(from_ms: i64, to_ms: i64) -> f64 {
     ((to_ms - from_ms).max(0) as f64) / 1000.0
 }
 
-pub fn messages(job: &JobRecord, now_ms: i64) -> StatusMessages {
+pub fn messages(job: &JobRecord, now_ms: i64, viewer: Viewer) -> StatusMessages {
     match job.state {
         JobState::Queued => match (&job.error, job.attempt) {
             // A retried job says why it is waiting again.
@@ -33,6 +63,7 @@ pub fn messages(job: &JobRecord, now_ms: i64) -> StatusMessages {
                 message: Some("RETRYING".into()),
                 detail_message: Some(error.clone()),
                 attempt: Some(attempt),
+                internal_detail: viewer.detail_of(job),
                 ..Default::default()
             },
             _ => StatusMessages::default(),
@@ -79,6 +110,7 @@ pub fn messages(job: &JobRecord, now_ms: i64) -> StatusMessages {
             );
             m.attempt = Some(job.attempt);
             m.finished_at = job.finished_at_ms.map(rfc3339);
+            m.internal_detail = viewer.detail_of(job);
             m
         }
         JobState::Cancelled => StatusMessages::cancelled(
@@ -89,7 +121,7 @@ pub fn messages(job: &JobRecord, now_ms: i64) -> StatusMessages {
 }
 
 /// What we know happened to a job, in fal's log-entry shape (for `?logs=1`).
-pub fn logs(job: &JobRecord) -> Vec<LogEntry> {
+pub fn logs(job: &JobRecord, viewer: Viewer) -> Vec<LogEntry> {
     let entry = |ms: i64, level: &str, message: String| LogEntry {
         message,
         level: level.into(),
@@ -110,6 +142,9 @@ pub fn logs(job: &JobRecord) -> Vec<LogEntry> {
     }
     if let (Some(at), Some(error)) = (job.finished_at_ms.or(job.started_at_ms), &job.error) {
         logs.push(entry(at, "ERROR", error.clone()));
+        if let Some(detail) = viewer.detail_of(job) {
+            logs.push(entry(at, "DEBUG", format!("internal detail: {detail}")));
+        }
     }
     if let Some(at) = job.finished_at_ms {
         logs.push(entry(
@@ -127,6 +162,7 @@ pub fn status_response(
     base: &BaseUrl,
     with_logs: bool,
     now_ms: i64,
+    viewer: Viewer,
 ) -> StatusResponse {
     let mut response = StatusResponse::new(
         wire_status(job.state),
@@ -134,9 +170,9 @@ pub fn status_response(
         base.request(&job.model_id, job.id),
         position,
     )
-    .with_messages(messages(job, now_ms));
+    .with_messages(messages(job, now_ms, viewer));
     if with_logs {
-        response.logs = Some(logs(job));
+        response.logs = Some(logs(job, viewer));
     }
     match job.state {
         JobState::Running => {

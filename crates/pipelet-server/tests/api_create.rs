@@ -40,6 +40,10 @@ async fn create_answers_a_uuid_absolute_urls_and_the_queue_position() {
     let first = app.create(&key, T2V, &small_t2v()).await;
     assert_urls(&first, &app.address, T2V);
     assert_eq!(first["queue_position"], 0, "{first}");
+    assert_eq!(
+        first["priority"], 0,
+        "the default priority, said back: {first}"
+    );
     let second = app.create(&key, T2V, &small_t2v()).await;
     assert_eq!(second["queue_position"], 1, "{second}");
     assert_ne!(first["request_id"], second["request_id"]);
@@ -218,6 +222,10 @@ async fn a_full_queue_is_429_until_a_slot_frees() {
     );
     let body = expect_error(response, StatusCode::TOO_MANY_REQUESTS).await;
     assert!(str_field(&body, "detail").contains("full"), "{body}");
+    assert!(
+        str_field(&body, "detail").contains("(2 jobs waiting)"),
+        "{body}"
+    );
     // The queue bound counts both pipelines.
     let i2v = json!({"prompt": "p", "data_uri": b64(&png(32, 24)), "duration": 1});
     let response = app.post_create(&key, I2V, &i2v).await;
@@ -226,6 +234,21 @@ async fn a_full_queue_is_429_until_a_slot_frees() {
     let cancelled = app.put(str_field(&first, "cancel_url"), &key).await;
     assert_eq!(cancelled.status(), StatusCode::NO_CONTENT);
     app.create(&key, I2V, &i2v).await;
+}
+
+#[tokio::test]
+async fn a_queue_of_one_says_1_job() {
+    let app = spawn_app_with(|c| {
+        c.workers = 0;
+        c.max_queued = 1;
+    })
+    .await;
+    let key = app.client_key().await;
+    app.create(&key, T2V, &small_t2v()).await;
+    let response = app.post_create(&key, T2V, &small_t2v()).await;
+    let body = expect_error(response, StatusCode::TOO_MANY_REQUESTS).await;
+    let detail = str_field(&body, "detail");
+    assert!(detail.contains("(1 job waiting)"), "{detail}");
 }
 
 #[tokio::test]

@@ -5,8 +5,9 @@
 
 mod common;
 
-use common::images::{b64, b64_wrapped, crc32, jpeg, png, png_claiming};
-use common::{I2V, I2V_PRO, I2V_VIP, TestApp, expect_invalid, spawn_queue_only};
+use common::images::{b64, b64_wrapped, crc32, jpeg, photo, png, png_claiming};
+use common::{I2V, I2V_PRO, I2V_VIP, T2V, TestApp, expect_invalid, spawn_queue_only};
+use image::ImageFormat;
 use serde_json::{Value, json};
 
 async fn accepted(app: &TestApp, key: &str, body: Value) {
@@ -131,6 +132,95 @@ async fn bytes_that_are_not_a_supported_image_are_422() {
     // A remote URL is not fetched.
     let remote = json!({"prompt": "p", "image_url": "https://example.com/cat.png"});
     refused(&app, &key, remote, &["image_url"]).await;
+}
+
+#[tokio::test]
+async fn a_cut_off_or_corrupt_image_is_422_not_a_grey_video() {
+    let app = spawn_queue_only().await;
+    let key = app.client_key().await;
+    for (format, name) in [
+        (ImageFormat::Jpeg, "JPEG"),
+        (ImageFormat::Png, "PNG"),
+        (ImageFormat::WebP, "WebP"),
+    ] {
+        let file = photo(256, 192, format);
+        let text = b64(&file);
+        assert!(text.len() > 4000, "{name} is big enough to cut");
+        // The first 2,000 base64 characters: what a cut-off paste or upload sends.
+        let body = json!({"prompt": "p", "data_uri": &text[..2000]});
+        let detail = refused(
+            &app,
+            &key,
+            body,
+            &["data_uri", "truncated or corrupt", name],
+        )
+        .await;
+        assert!(
+            detail.starts_with("data_uri image is truncated or corrupt"),
+            "{detail}"
+        );
+        // The whole file is still accepted.
+        accepted(
+            &app,
+            &key,
+            json!({"prompt": "p", "data_uri": text, "duration": 1}),
+        )
+        .await;
+    }
+    // A WebP whose bitstream signature is damaged.
+    let mut webp = photo(64, 48, ImageFormat::WebP);
+    assert_eq!(&webp[12..16], b"VP8L");
+    webp[20] = 0;
+    let body = json!({"prompt": "p", "data_uri": b64(&webp)});
+    refused(
+        &app,
+        &key,
+        body,
+        &["data_uri", "truncated or corrupt", "WebP"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_url_in_data_uri_is_named_as_such() {
+    let app = spawn_queue_only().await;
+    let key = app.client_key().await;
+    for url in [
+        "https://example.com/cat.jpg",
+        "http://10.0.0.1/a.png",
+        "ftp://h/a.webp",
+    ] {
+        let body = json!({"prompt": "p", "data_uri": url});
+        let detail = refused(&app, &key, body, &["data_uri must be base64, not a URL"]).await;
+        assert!(!detail.contains("Invalid symbol"), "{detail}");
+    }
+}
+
+#[tokio::test]
+async fn an_image_sent_to_a_t2v_model_is_422() {
+    let app = spawn_queue_only().await;
+    let key = app.client_key().await;
+    let image = b64(&png(32, 24));
+    for (field, value) in [
+        ("data_uri", json!(image)),
+        ("data_uri", json!("")),
+        ("image_url", json!(format!("data:image/png;base64,{image}"))),
+    ] {
+        let mut body = json!({"prompt": "p", "width": 512, "height": 512, "duration": 1});
+        body[field] = value;
+        let response = app.post_create(&key, T2V, &body).await;
+        let body = common::expect_error(response, reqwest::StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(body["field"], field, "{body}");
+        let detail = common::str_field(&body, "detail");
+        assert!(
+            detail.contains(T2V) && detail.contains("text-to-video"),
+            "{detail}"
+        );
+    }
+    // null means "not given".
+    let body = json!({"prompt": "p", "width": 512, "height": 512, "duration": 1,
+                      "data_uri": null});
+    app.create(&key, T2V, &body).await;
 }
 
 #[tokio::test]

@@ -99,6 +99,11 @@ async fn request_priority_is_capped_by_the_key() {
     let d = app.create_t2v(&capped_at_0, T2V, -1).await;
     assert_eq!(d["queue_position"], 7, "{d}");
 
+    // Each create answer says the priority the request got: capped, but not silently.
+    for (created, want) in [(&p50, 50), (&m1, -1), (&a, 0), (&b, 50), (&c, 50), (&d, -1)] {
+        assert_eq!(created["priority"], want, "{created}");
+    }
+
     let order = [&c, &p50, &b, &p49, &p0, &a, &m1, &d];
     assert_eq!(
         positions(&app, &admin, &order).await,

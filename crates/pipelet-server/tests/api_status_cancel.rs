@@ -8,6 +8,7 @@ mod common;
 
 use common::{T2V, expect_error, spawn_queue_only, str_field};
 use pipelet_api::Pipeline;
+use pipelet_store::Failure;
 use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
@@ -111,7 +112,7 @@ async fn a_failed_request_says_why_and_a_retried_one_is_queued_again() {
     let lease = app.claim(Pipeline::T2v).await;
     app.state
         .store
-        .fail(&lease.lease, "worker vanished", true)
+        .fail(&lease.lease, &Failure::plain("worker vanished"), true)
         .await
         .unwrap();
     let status = app.status(url, &key).await;

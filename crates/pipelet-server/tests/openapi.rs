@@ -22,7 +22,7 @@ const REGENERATE: &str = "PIPELET_UPDATE_OPENAPI=1 cargo test -p pipelet-server 
 
 /// Every operation the server has, as (method, path). A new route goes here, in the
 /// router and, with its `#[utoipa::path]` annotation, in `openapi.rs`.
-const OPERATIONS: [(&str, &str); 19] = [
+const OPERATIONS: [(&str, &str); 20] = [
     ("post", "/queue/{model_id}"),
     ("get", "/queue/{model_id}/requests/{id}/status"),
     ("get", "/queue/{model_id}/requests/{id}/status/stream"),
@@ -42,6 +42,7 @@ const OPERATIONS: [(&str, &str); 19] = [
     ("get", "/openapi.json"),
     ("get", "/docs"),
     ("get", "/"),
+    ("get", "/favicon.ico"),
 ];
 
 const HTTP_METHODS: [&str; 8] = [

@@ -48,7 +48,14 @@ pub trait Store: Send + Sync + 'static {
     async fn complete(&self, lease: &LeaseRef, result: &JobResult) -> Result<()>;
     /// Ends an attempt with an error: re-queued when `retryable` and attempts remain;
     /// `FailOutcome::Cancelled` when a forced cancel was pending (the cancel wins).
-    async fn fail(&self, lease: &LeaseRef, error: &str, retryable: bool) -> Result<FailOutcome>;
+    /// `failure.reason` becomes the job's client-facing `error`; its detail, with the
+    /// lease holder and attempt, the admin-only `error_detail`.
+    async fn fail(
+        &self,
+        lease: &LeaseRef,
+        failure: &Failure,
+        retryable: bool,
+    ) -> Result<FailOutcome>;
     /// Ends an attempt that stopped because its job was cancelled while running (a
     /// forced cancel is pending); `Err(InvalidState(Running))`, changing nothing, when
     /// no cancel was requested.

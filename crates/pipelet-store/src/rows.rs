@@ -60,6 +60,7 @@ where
         cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
         progress,
         error: row.try_get("error")?,
+        error_detail: row.try_get("error_detail")?,
         result: match result {
             Some(json) => {
                 Some(serde_json::from_str(&json).map_err(|e| corrupt("result", &e.to_string()))?)

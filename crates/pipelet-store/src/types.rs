@@ -91,8 +91,12 @@ pub struct JobRecord {
     pub lease_expires_at_ms: Option<i64>,
     pub cancel_requested: bool,
     pub progress: Option<ProgressUpdate>,
-    /// Why the last attempt failed (kept on retries so operators can see it).
+    /// Why the last attempt failed, for the client: plain words, no worker or host
+    /// names, paths or lease tokens (kept on retries so the status can say why).
     pub error: Option<String>,
+    /// What operators need about the same failure: the worker, the host, paths, the
+    /// raw error. Logged, and shown only to admin keys.
+    pub error_detail: Option<String>,
     pub result: Option<JobResult>,
     pub cancelled_by: Option<String>,
     pub webhook_url: Option<String>,
@@ -158,6 +162,33 @@ pub enum CancelOutcome {
     StopRequested,
     /// Started or finished; carries the state the job is in.
     NotCancellable(JobState),
+}
+
+/// Why an attempt ended without a result, in two texts: `reason` is shown to the
+/// client (plain, nothing internal); `detail` (the raw error, paths, hosts) goes only to
+/// logs and admin keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: String,
+    pub detail: Option<String>,
+}
+
+impl Failure {
+    /// A failure whose reason says everything and holds nothing internal.
+    pub fn plain(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            detail: None,
+        }
+    }
+
+    /// A client-facing `reason` with the internal `detail` behind it.
+    pub fn new(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            detail: Some(detail.into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

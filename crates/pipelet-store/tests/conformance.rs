@@ -100,6 +100,8 @@ conformance!(
     release_leases_of_is_an_exact_case_sensitive_prefix,
     a_failure_with_a_forced_cancel_pending_ends_cancelled,
     a_stranded_job_with_a_forced_cancel_pending_says_cancelled,
+    a_failure_keeps_the_client_reason_apart_from_the_detail,
+    a_lost_worker_is_not_named_to_the_client,
     ack_cancelled_needs_a_cancel_request,
     concurrent_creates_are_all_committed_in_order,
     state_and_positions_survive_reopen,
@@ -250,7 +252,17 @@ async fn leases_are_fenced(f: &Fixture) {
     assert_eq!(reaped[0].outcome, ReapOutcome::Requeued);
     let (job, pos) = s.job_status(a.id).await.unwrap().unwrap();
     assert_eq!((job.state, pos), (JobState::Queued, Some(0)));
-    assert!(job.error.as_deref().unwrap_or("").contains("lease expired"));
+    assert_eq!(
+        job.error.as_deref(),
+        Some("the worker stopped responding (attempt 1 of 3)")
+    );
+    assert!(
+        job.error_detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("lease expired"),
+        "{job:?}"
+    );
 
     let second = s
         .claim(&claim_req(&[Pipeline::T2v], 30_000))
@@ -269,7 +281,7 @@ async fn leases_are_fenced(f: &Fixture) {
         Err(StoreError::LeaseLost)
     ));
     assert!(matches!(
-        s.fail(&first.lease, "x", false).await,
+        s.fail(&first.lease, &Failure::plain("x"), false).await,
         Err(StoreError::LeaseLost)
     ));
     assert_eq!(
@@ -305,7 +317,10 @@ async fn retries_then_fails_after_last_attempt(f: &Fixture) {
             .unwrap()
             .unwrap();
         assert_eq!(lease.job.attempt, attempt);
-        let outcome = s.fail(&lease.lease, "runner crashed", true).await.unwrap();
+        let outcome = s
+            .fail(&lease.lease, &Failure::plain("runner crashed"), true)
+            .await
+            .unwrap();
         let expected = if attempt < 3 {
             FailOutcome::Requeued
         } else {
@@ -331,7 +346,9 @@ async fn retries_then_fails_after_last_attempt(f: &Fixture) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        s.fail(&lease.lease, "bad image", false).await.unwrap(),
+        s.fail(&lease.lease, &Failure::plain("bad image"), false)
+            .await
+            .unwrap(),
         FailOutcome::Failed
     );
     assert_eq!(
@@ -350,7 +367,12 @@ async fn retries_then_fails_after_last_attempt(f: &Fixture) {
     }
     let job = s.get_job(c.id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Failed);
-    assert!(job.error.unwrap().contains("gave up after 3 attempts"));
+    assert_eq!(
+        job.error.as_deref(),
+        Some("the worker stopped responding; retried 2 times")
+    );
+    let detail = job.error_detail.unwrap_or_default();
+    assert!(detail.contains("gave up after 3 attempts"), "{detail}");
 }
 
 async fn loaded_pipeline_is_preferred_until_another_waits_too_long(f: &Fixture) {
@@ -454,7 +476,7 @@ async fn a_failure_with_a_forced_cancel_pending_ends_cancelled(f: &Fixture) {
             CancelOutcome::StopRequested
         );
         assert_eq!(
-            s.fail(&lease.lease, "runner crashed", retryable)
+            s.fail(&lease.lease, &Failure::plain("runner crashed"), retryable)
                 .await
                 .unwrap(),
             FailOutcome::Cancelled,
@@ -467,7 +489,8 @@ async fn a_failure_with_a_forced_cancel_pending_ends_cancelled(f: &Fixture) {
         assert!(job.finished_at_ms.is_some());
         assert_eq!(s.queued_total(), 0);
         assert!(matches!(
-            s.fail(&lease.lease, "again", retryable).await,
+            s.fail(&lease.lease, &Failure::plain("again"), retryable)
+                .await,
             Err(StoreError::LeaseLost)
         ));
     }
@@ -489,8 +512,14 @@ async fn a_stranded_job_with_a_forced_cancel_pending_says_cancelled(f: &Fixture)
     assert_eq!(job.state, JobState::Cancelled);
     assert_eq!(job.cancelled_by.as_deref(), Some("me"));
     let error = job.error.unwrap();
-    assert!(error.starts_with("cancelled: lease expired"), "{error}");
-    assert!(!error.contains("re-queued"), "{error}");
+    assert!(
+        error.starts_with("cancelled: the worker stopped"),
+        "{error}"
+    );
+    assert!(!error.contains("worker:test"), "{error}");
+    let detail = job.error_detail.unwrap();
+    assert!(detail.starts_with("cancelled: lease expired"), "{detail}");
+    assert!(!detail.contains("re-queued"), "{detail}");
 
     // Released: the server restarted after the cancel request.
     let b = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
@@ -504,8 +533,77 @@ async fn a_stranded_job_with_a_forced_cancel_pending_says_cancelled(f: &Fixture)
     let error = job.error.unwrap();
     assert!(error.starts_with("cancelled: "), "{error}");
     assert!(error.contains("server restarted"), "{error}");
-    assert!(!error.contains("re-queued"), "{error}");
+    assert!(!error.contains("local:old"), "{error}");
+    let detail = job.error_detail.unwrap();
+    assert!(detail.contains("holder local:old/0"), "{detail}");
+    assert!(!detail.contains("re-queued"), "{detail}");
     assert_eq!(s.queued_total(), 0);
+}
+
+async fn a_failure_keeps_the_client_reason_apart_from_the_detail(f: &Fixture) {
+    let s = f.store.as_ref();
+    let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    let mut req = claim_req(&[Pipeline::T2v], 30_000);
+    req.worker_id = "worker:gpu-1/vm-3389".into();
+    let lease = s.claim(&req).await.unwrap().unwrap();
+    let failure = Failure::new(
+        "the video could not be written",
+        "cannot write /var/lib/pipelet/scratch/x.mp4: disk full",
+    );
+    assert_eq!(
+        s.fail(&lease.lease, &failure, true).await.unwrap(),
+        FailOutcome::Requeued
+    );
+    let (job, _) = s.job_status(a.id).await.unwrap().unwrap();
+    assert_eq!(job.error.as_deref(), Some("the video could not be written"));
+    assert_eq!(
+        job.error_detail.as_deref(),
+        Some(
+            "cannot write /var/lib/pipelet/scratch/x.mp4: disk full (holder \
+             worker:gpu-1/vm-3389, attempt 1 of 3)"
+        )
+    );
+    // A later failure replaces both texts; without a detail the reason stands in.
+    let lease = s.claim(&req).await.unwrap().unwrap();
+    s.fail(&lease.lease, &Failure::plain("bad image"), false)
+        .await
+        .unwrap();
+    let job = s.get_job(a.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error.as_deref(), Some("bad image"));
+    assert_eq!(
+        job.error_detail.as_deref(),
+        Some("bad image (holder worker:gpu-1/vm-3389, attempt 2 of 3)")
+    );
+    // Both survive a restart (they are columns, not memory).
+    let reopened = f.reopen().await;
+    assert_eq!(reopened.get_job(a.id).await.unwrap().unwrap(), job);
+}
+
+async fn a_lost_worker_is_not_named_to_the_client(f: &Fixture) {
+    let s = f.store.as_ref();
+    let a = s.create_job(new_job(Pipeline::T2v, 0)).await.unwrap();
+    let mut req = claim_req(&[Pipeline::T2v], -1);
+    req.worker_id = "worker:gpu-1/vm-3389".into();
+    for attempt in 1..=3u32 {
+        s.claim(&req).await.unwrap().unwrap();
+        let reaped = s.reap_expired(now_ms()).await.unwrap();
+        assert_eq!(reaped.len(), 1);
+        let job = s.get_job(a.id).await.unwrap().unwrap();
+        let (error, detail) = (job.error.unwrap(), job.error_detail.unwrap());
+        assert!(!error.contains("gpu-1"), "{error}");
+        assert!(!error.contains("holder"), "{error}");
+        assert!(detail.contains("holder worker:gpu-1/vm-3389"), "{detail}");
+        if attempt < 3 {
+            assert_eq!(
+                error,
+                format!("the worker stopped responding (attempt {attempt} of 3)")
+            );
+        } else {
+            assert_eq!(job.state, JobState::Failed);
+            assert_eq!(error, "the worker stopped responding; retried 2 times");
+        }
+    }
 }
 
 async fn ack_cancelled_needs_a_cancel_request(f: &Fixture) {

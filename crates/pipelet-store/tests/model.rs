@@ -268,13 +268,13 @@ fn op() -> impl Strategy<Value = Op> {
 // The model
 // ---------------------------------------------------------------------------------------
 
-/// What a job's `error` must say.
+/// What a job's `error` (and its admin-only `error_detail`) must say.
 #[derive(Debug, Clone)]
 enum ErrorModel {
-    /// Exactly the worker's message.
+    /// Exactly the worker's message (and, in the detail, that message with its holder).
     Exact(String),
-    /// The store's own message for a stranded attempt: names the reason and says what
-    /// became of the job.
+    /// The store's own message for a stranded attempt: the detail names the reason and
+    /// says what became of the job; the client's error says it without the holder.
     Stranded {
         reason: &'static str,
         outcome: ReapOutcome,
@@ -633,26 +633,48 @@ fn check_record(rec: &JobRecord, m: &ModelJob, now: i64, ctx: &str) {
         (_, at) => assert_eq!(at, None, "{ctx}: lease expiry on a job that is not running"),
     }
     match (&m.error, &rec.error) {
-        (None, got) => assert_eq!(got, &None, "{ctx}: error"),
+        (None, got) => {
+            assert_eq!(got, &None, "{ctx}: error");
+            assert_eq!(rec.error_detail, None, "{ctx}: error detail");
+        }
         (Some(ErrorModel::Exact(want)), got) => {
-            assert_eq!(got.as_deref(), Some(want.as_str()), "{ctx}: error")
+            assert_eq!(got.as_deref(), Some(want.as_str()), "{ctx}: error");
+            let detail = rec.error_detail.as_deref().unwrap_or("");
+            assert!(
+                detail.starts_with(want.as_str()) && detail.contains("(holder "),
+                "{ctx}: error detail {detail:?}"
+            );
         }
         (Some(ErrorModel::Stranded { reason, outcome }), Some(got)) => {
+            let detail = rec.error_detail.as_deref().unwrap_or("");
             assert!(
-                got.contains(reason),
-                "{ctx}: error {got:?} should say {reason:?}"
+                detail.contains(reason) && detail.contains("(holder "),
+                "{ctx}: error detail {detail:?} should say {reason:?} and the holder"
             );
-            // Says what happened, and nothing else: re-queued, gave up, or cancelled.
+            assert!(
+                !got.contains("holder"),
+                "{ctx}: error {got:?} names the holder"
+            );
+            // Both say what happened, and nothing else: re-queued, gave up, or
+            // cancelled.
             let says = [
-                (ReapOutcome::Requeued, got.contains("re-queued")),
-                (ReapOutcome::Failed, got.contains("gave up")),
+                (ReapOutcome::Requeued, detail.contains("re-queued")),
+                (ReapOutcome::Failed, detail.contains("gave up")),
+                (ReapOutcome::Cancelled, detail.starts_with("cancelled")),
+            ];
+            let client_says = [
+                (ReapOutcome::Requeued, got.contains("(attempt ")),
+                (
+                    ReapOutcome::Failed,
+                    !got.contains("(attempt ") && !got.starts_with("cancelled"),
+                ),
                 (ReapOutcome::Cancelled, got.starts_with("cancelled")),
             ];
-            for (which, said) in says {
+            for ((which, said), (_, client_said)) in says.into_iter().zip(client_says) {
                 assert_eq!(
-                    said,
-                    which == *outcome,
-                    "{ctx}: error {got:?} for outcome {outcome:?}"
+                    (said, client_said),
+                    (which == *outcome, which == *outcome),
+                    "{ctx}: error {got:?} / {detail:?} for outcome {outcome:?}"
                 );
             }
         }
@@ -878,7 +900,8 @@ pub async fn check_against_model(mut store: Arc<dyn Store>, ops: Vec<Op>, reopen
                         _ => FailOutcome::Failed,
                     }
                 });
-                let got = refusal(s.fail(&lease, &error, retryable).await, &ctx);
+                let failure = Failure::plain(error);
+                let got = refusal(s.fail(&lease, &failure, retryable).await, &ctx);
                 assert_eq!(got, want, "{ctx}: {lease:?}");
             }
             Op::AckCancelled { lease } => {

@@ -184,7 +184,8 @@ async fn notifications_wake_workers_of_other_servers() {
     let woken = available.notified();
     tokio::pin!(woken);
     woken.as_mut().enable();
-    let requeued = a.fail(&lease.lease, "oops\0nul", true).await.unwrap();
+    let failure = Failure::new("oops\0nul", "detail\0nul");
+    let requeued = a.fail(&lease.lease, &failure, true).await.unwrap();
     assert_eq!(requeued, FailOutcome::Requeued);
     tokio::time::timeout(Duration::from_secs(10), woken)
         .await
@@ -194,6 +195,10 @@ async fn notifications_wake_workers_of_other_servers() {
         job.error.as_deref(),
         Some("oops\u{fffd}nul"),
         "NUL is not storable"
+    );
+    assert_eq!(
+        job.error_detail.as_deref(),
+        Some("detail\u{fffd}nul (holder worker:b, attempt 1 of 3)")
     );
     a.close().await;
     b.close().await;

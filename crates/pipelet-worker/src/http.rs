@@ -9,7 +9,9 @@ use pipelet_api::worker_protocol::{
     ClaimBody, ClaimedJob, CompleteBody, FailBody, HeartbeatAnswer, HeartbeatBody, LeaseBody,
     UploadAnswer, WORKER_API_PREFIX, WireProgress,
 };
-use pipelet_store::{ClaimRequest, HeartbeatReply, JobResult, LeaseRef, ProgressUpdate, now_ms};
+use pipelet_store::{
+    ClaimRequest, Failure, HeartbeatReply, JobResult, LeaseRef, ProgressUpdate, now_ms,
+};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -231,12 +233,13 @@ impl JobSource for HttpSource {
     async fn fail(
         &self,
         lease: &LeaseRef,
-        error: &str,
+        failure: &Failure,
         retryable: bool,
     ) -> Result<(), SourceError> {
         let body = FailBody {
             lease_token: lease.token,
-            error: error.to_string(),
+            error: failure.reason.clone(),
+            detail: failure.detail.clone(),
             retryable,
         };
         self.post_json(lease.job_id, "fail", &body).await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pipelet_store::blob::Blobs;
 use pipelet_store::{
-    ClaimRequest, HeartbeatReply, JobResult, LeaseRef, ProgressUpdate, Store, StoreError,
+    ClaimRequest, Failure, HeartbeatReply, JobResult, LeaseRef, ProgressUpdate, Store, StoreError,
 };
 
 use crate::{Assignment, JobSource, SourceError};
@@ -63,7 +63,11 @@ impl JobSource for LocalSource {
                         heartbeat: None,
                     })),
                     Err(e) => {
-                        let _ = self.store.fail(&lease.lease, &e.to_string(), false).await;
+                        let failure = Failure::new(
+                            "the job's stored settings cannot be read by this server version",
+                            e.to_string(),
+                        );
+                        let _ = self.store.fail(&lease.lease, &failure, false).await;
                         Err(e)
                     }
                 };
@@ -115,11 +119,11 @@ impl JobSource for LocalSource {
     async fn fail(
         &self,
         lease: &LeaseRef,
-        error: &str,
+        failure: &Failure,
         retryable: bool,
     ) -> Result<(), SourceError> {
         self.store
-            .fail(lease, error, retryable)
+            .fail(lease, failure, retryable)
             .await
             .map(|_| ())
             .map_err(store_error)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pipelet_api::{JobSpec, Pipeline};
-use pipelet_store::{ClaimRequest, HeartbeatReply, JobResult, LeaseRef, ProgressUpdate};
+use pipelet_store::{ClaimRequest, Failure, HeartbeatReply, JobResult, LeaseRef, ProgressUpdate};
 
 /// A leased job, with what the runner needs.
 #[derive(Debug, Clone)]
@@ -51,7 +51,13 @@ pub trait JobSource: Send + Sync {
     /// Stores the finished MP4; returns its blob key.
     async fn upload_result(&self, lease: &LeaseRef, file: &Path) -> Result<String, SourceError>;
     async fn complete(&self, lease: &LeaseRef, result: &JobResult) -> Result<(), SourceError>;
-    async fn fail(&self, lease: &LeaseRef, error: &str, retryable: bool)
-    -> Result<(), SourceError>;
+    /// Ends the attempt: `failure.reason` is what the client reads, its detail only
+    /// operators (logs, admin keys).
+    async fn fail(
+        &self,
+        lease: &LeaseRef,
+        failure: &Failure,
+        retryable: bool,
+    ) -> Result<(), SourceError>;
     async fn ack_cancelled(&self, lease: &LeaseRef) -> Result<(), SourceError>;
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use pipelet_api::Pipeline;
 use pipelet_runner::{Progress, ProgressFn, RenderJob, Runner, RunnerError};
-use pipelet_store::{ClaimRequest, JobResult, LeaseRef, ProgressUpdate};
+use pipelet_store::{ClaimRequest, Failure, JobResult, LeaseRef, ProgressUpdate};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -45,7 +45,7 @@ const MAX_PENDING_DELIVERIES: usize = 2;
 pub enum StepOutcome {
     Idle,
     Completed(Uuid),
-    /// Failed or handed back to the queue; the message says why.
+    /// Failed or handed back to the queue; the message says why (the client's reason).
     Failed(Uuid, String),
     Cancelled(Uuid),
     /// The lease was lost mid-job; someone else owns the job now.
@@ -176,9 +176,11 @@ impl Worker {
                 Ok(bytes) => Some(Arc::new(bytes)),
                 Err(SourceError::LeaseLost) => return Ok(Ran::Ended(StepOutcome::LeaseLost(id))),
                 Err(e) => {
+                    let failure =
+                        Failure::new("the input image could not be fetched", e.to_string());
                     return self
                         .reporter()
-                        .report_failure(&job.lease, &e.to_string(), true)
+                        .report_failure(&job.lease, &failure, true)
                         .await
                         .map(Ran::Ended);
                 }
@@ -277,21 +279,24 @@ impl Worker {
                 }
             }
             (_, Some(StopReason::Shutdown)) => {
-                reporter
-                    .report_failure(
-                        &job.lease,
-                        "the worker shut down before the job finished",
-                        true,
-                    )
-                    .await
+                let failure = Failure::plain("the worker shut down before the job finished");
+                reporter.report_failure(&job.lease, &failure, true).await
             }
-            (Err(RunnerError::Permanent(msg)), None) => {
-                reporter.report_failure(&job.lease, &msg, false).await
+            (Err(RunnerError::Permanent(f)), None) => {
+                let failure = Failure::new(f.reason, f.detail);
+                reporter.report_failure(&job.lease, &failure, false).await
             }
-            (Err(e), None) => {
-                reporter
-                    .report_failure(&job.lease, &e.to_string(), true)
-                    .await
+            (Err(RunnerError::Transient(f)), None) => {
+                let failure = Failure::new(f.reason, f.detail);
+                reporter.report_failure(&job.lease, &failure, true).await
+            }
+            (Err(RunnerError::Cancelled), None) => {
+                // The runner stopped though nobody asked it to: try again.
+                let failure = Failure::new(
+                    "the render stopped unexpectedly",
+                    "the runner reported a cancel nobody asked for",
+                );
+                reporter.report_failure(&job.lease, &failure, true).await
             }
         };
         remove_scratch(&out).await;
@@ -380,7 +385,11 @@ impl Delivery {
         let outcome = match delivered {
             Ok(()) => Ok(StepOutcome::Completed(id)),
             Err(SourceError::LeaseLost) => Ok(StepOutcome::LeaseLost(id)),
-            Err(e) => reporter.report_failure(&lease, &e.to_string(), true).await,
+            Err(e) => {
+                let failure =
+                    Failure::new("the finished video could not be delivered", e.to_string());
+                reporter.report_failure(&lease, &failure, true).await
+            }
         };
         remove_scratch(&output.path).await;
         outcome
@@ -391,17 +400,22 @@ impl Reporter {
     async fn report_failure(
         &self,
         lease: &LeaseRef,
-        message: &str,
+        failure: &Failure,
         retryable: bool,
     ) -> Result<StepOutcome, SourceError> {
-        tracing::warn!(error = message, retryable, "job attempt failed");
+        tracing::warn!(
+            reason = %failure.reason,
+            detail = failure.detail.as_deref().unwrap_or(""),
+            retryable,
+            "job attempt failed"
+        );
         match self
             .retrying("report the failure", || {
-                self.source.fail(lease, message, retryable)
+                self.source.fail(lease, failure, retryable)
             })
             .await
         {
-            Ok(()) => Ok(StepOutcome::Failed(lease.job_id, message.to_string())),
+            Ok(()) => Ok(StepOutcome::Failed(lease.job_id, failure.reason.clone())),
             Err(SourceError::LeaseLost) => Ok(StepOutcome::LeaseLost(lease.job_id)),
             Err(e) => Err(e),
         }

@@ -1,18 +1,30 @@
-//! The client verbs for people: `submit` (with a live progress bar, writes the MP4),
-//! `status`, `cancel` and `result`, over the public queue API.
+//! The client verbs for people: `submit` (follows the request, writes the MP4),
+//! `status` (a one-line summary, or the raw JSON), `cancel` (`--force` stops a running
+//! request) and `result`, over the public queue API.
+//!
+//! [`summary`] words a status as one line; [`progress`] shows a followed request (a bar
+//! on a terminal, plain lines otherwise).
+
+mod progress;
+mod summary;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
-use indicatif::{ProgressBar, ProgressStyle};
+use pipelet_api::{Catalog, Pipeline};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+use progress::Display;
+use summary::StatusView;
 
 /// Largest image `submit --image` reads (the server's own limit is 10 MiB decoded).
 const MAX_IMAGE_FILE_BYTES: u64 = 10 * 1024 * 1024;
 const POLL_EVERY: Duration = Duration::from_millis(250);
+/// A status poll that takes longer than this is an error, not a silent hang.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
@@ -31,11 +43,13 @@ pub struct ServerArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SubmitArgs {
-    /// Model id, e.g. wan22-fast-t2v or wan22-fast-i2v.
+    /// Model id, e.g. wan22-fast-t2v (text-to-video) or wan22-fast-i2v (image-to-video).
     model: String,
+    /// What the video should show.
     #[arg(long)]
     prompt: String,
-    /// Input image for image-to-video (JPEG, PNG or WebP).
+    /// Input image for an image-to-video model (JPEG, PNG or WebP); required by those
+    /// models and refused by text-to-video ones.
     #[arg(long)]
     image: Option<PathBuf>,
     /// Output size for text-to-video, e.g. 1280x720.
@@ -47,8 +61,11 @@ pub struct SubmitArgs {
     /// Seconds of video.
     #[arg(long)]
     duration: Option<u32>,
+    /// Priority added to the model tier's own (higher runs sooner; bounded by the key's
+    /// maximum).
     #[arg(long, allow_negative_numbers = true)]
     priority: Option<i64>,
+    /// Random seed, for a repeatable video.
     #[arg(long)]
     seed: Option<u64>,
     /// More denoising steps (slower, better).
@@ -75,6 +92,25 @@ pub struct RequestArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    request: RequestArgs,
+    /// Print the server's status JSON instead of the one-line summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    request: RequestArgs,
+    /// Also stop a request that is already running: its worker is told to stop and the
+    /// request ends CANCELLED.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
 pub struct ResultArgs {
     #[command(flatten)]
     request: RequestArgs,
@@ -97,6 +133,16 @@ fn default_key() -> Option<String> {
         .filter(|k| !k.is_empty())
 }
 
+/// `401 Unauthorized: <the server's detail>`.
+fn error_of(status: StatusCode, body: &Value) -> anyhow::Error {
+    let detail = body
+        .get("detail")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| body.to_string());
+    anyhow::anyhow!("{status}: {detail}")
+}
+
 impl Client {
     fn new(args: &ServerArgs) -> anyhow::Result<Client> {
         let key = args.key.clone().or_else(default_key).context(
@@ -111,8 +157,8 @@ impl Client {
         })
     }
 
-    /// Sends and returns the JSON body, or fails with the server's `detail`.
-    async fn call(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
+    /// Sends and returns the status and JSON body, whatever the status.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
         let response = req
             .bearer_auth(&self.key)
             .send()
@@ -125,19 +171,29 @@ impl Client {
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
+        Ok((status, body))
+    }
+
+    /// Sends and returns the JSON body, or fails with the server's `detail`.
+    async fn call(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
+        let (status, body) = self.send(req).await?;
         if status.is_success() {
-            return Ok((status, body));
+            Ok((status, body))
+        } else {
+            Err(error_of(status, &body))
         }
-        let detail = body
-            .get("detail")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| body.to_string());
-        bail!("{status}: {detail}")
     }
 
     fn request_url(&self, model: &str, id: &str) -> String {
         format!("{}/queue/{model}/requests/{id}", self.base)
+    }
+
+    /// The server's `GET /models` list (it needs no key).
+    async fn models(&self) -> anyhow::Result<Vec<Value>> {
+        let (_, models) = self
+            .call(self.http.get(format!("{}/models", self.base)))
+            .await?;
+        Ok(models["models"].as_array().cloned().unwrap_or_default())
     }
 
     /// The model a request was made under: the given one, or the first that knows it.
@@ -145,18 +201,13 @@ impl Client {
         if let Some(model) = &req.model {
             return Ok(model.clone());
         }
-        let (_, models) = self
-            .call(self.http.get(format!("{}/models", self.base)))
+        let models = self
+            .models()
             .await
             .context("cannot list models to find the request (pass --model)")?;
-        let ids: Vec<String> = models["models"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| m["id"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ids = models
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_string));
         for model in ids {
             let url = format!("{}/status", self.request_url(&model, &req.id));
             let r = self.http.get(url).bearer_auth(&self.key).send().await?;
@@ -167,9 +218,27 @@ impl Client {
         bail!("request {} not found under any model for this key", req.id)
     }
 
+    /// The pipeline of `model`: from the built-in catalog without a request, else from
+    /// the server's `GET /models` (an operator's own catalog). `None` when neither
+    /// knows it: the server then says what is wrong.
+    async fn pipeline_of(&self, model: &str) -> Option<Pipeline> {
+        if let Some(spec) = Catalog::default().get(model) {
+            return Some(spec.pipeline);
+        }
+        let models = self.models().await.ok()?;
+        models
+            .iter()
+            .find(|m| m["id"].as_str() == Some(model))
+            .and_then(|m| m["pipeline"].as_str())
+            .and_then(Pipeline::parse)
+    }
+
     async fn status(&self, model: &str, id: &str) -> anyhow::Result<Value> {
         let url = format!("{}/status", self.request_url(model, id));
-        Ok(self.call(self.http.get(url)).await?.1)
+        Ok(self
+            .call(self.http.get(url).timeout(STATUS_TIMEOUT))
+            .await?
+            .1)
     }
 
     /// Fetches the result and writes the MP4; returns its size.
@@ -186,6 +255,22 @@ impl Client {
         std::fs::write(output, &bytes)
             .with_context(|| format!("cannot write {}", output.display()))?;
         Ok(bytes.len())
+    }
+}
+
+/// Refuses `--image` with a text-to-video model, and its absence with an image-to-video
+/// one, before anything is sent.
+fn check_image_use(model: &str, pipeline: Pipeline, has_image: bool) -> anyhow::Result<()> {
+    match (pipeline, has_image) {
+        (Pipeline::T2v, true) => bail!(
+            "{model} is a text-to-video model and takes no --image; drop --image, or use an \
+             image-to-video model such as wan22-fast-i2v"
+        ),
+        (Pipeline::I2v, false) => bail!(
+            "{model} is an image-to-video model: pass the input picture with --image FILE \
+             (JPEG, PNG or WebP), or use a text-to-video model such as wan22-fast-t2v"
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -234,48 +319,27 @@ fn body_of(args: &SubmitArgs) -> anyhow::Result<Value> {
     Ok(body)
 }
 
-/// Follows a request to its end with a progress bar: the queue position while queued,
-/// then the task progress. Returns the final status.
+/// Follows a request to its end, showing it on stderr (see [`progress`]). Returns the
+/// final status.
 async fn follow(client: &Client, model: &str, id: &str) -> anyhow::Result<Value> {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed}")?
-            .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
+    let mut display = Display::for_stderr();
     loop {
         let status = client.status(model, id).await?;
-        match status["status"].as_str().unwrap_or("") {
-            "IN_QUEUE" => {
-                bar.set_length(0);
-                bar.set_message(format!("queued, position {}", status["queue_position"]));
-            }
-            "IN_PROGRESS" => {
-                let detail = status["statusMessages"]["detail_message"]
-                    .as_str()
-                    .unwrap_or("");
-                if let Some((done, total)) = detail
-                    .strip_prefix("Progress: ")
-                    .and_then(|r| r.split_once(' '))
-                    .and_then(|(f, _)| f.split_once('/'))
-                    .and_then(|(d, t)| Some((d.parse::<u64>().ok()?, t.parse::<u64>().ok()?)))
-                {
-                    bar.set_length(total);
-                    bar.set_position(done);
-                }
-                bar.set_message("generating");
-            }
-            _ => {
-                bar.finish_and_clear();
-                return Ok(status);
-            }
+        let view = StatusView::from_body(&status);
+        if view.is_finished() {
+            display.finish(&view);
+            return Ok(status);
         }
+        display.update(&view);
         tokio::time::sleep(POLL_EVERY).await;
     }
 }
 
 pub async fn submit(server: ServerArgs, args: SubmitArgs) -> anyhow::Result<()> {
     let client = Client::new(&server)?;
+    if let Some(pipeline) = client.pipeline_of(&args.model).await {
+        check_image_use(&args.model, pipeline, args.image.is_some())?;
+    }
     let body = body_of(&args)?;
     let url = format!("{}/queue/{}", client.base, args.model);
     let (_, created) = client.call(client.http.post(url).json(&body)).await?;
@@ -283,14 +347,15 @@ pub async fn submit(server: ServerArgs, args: SubmitArgs) -> anyhow::Result<()> 
         .as_str()
         .context("no request_id in the answer")?
         .to_string();
-    eprintln!(
-        "request {id} queued at position {}",
-        created["queue_position"]
-    );
     if args.no_wait {
+        eprintln!(
+            "request {id} queued at position {}",
+            created["queue_position"]
+        );
         println!("{id}");
         return Ok(());
     }
+    eprintln!("request {id} submitted to {}", args.model);
     let status = follow(&client, &args.model, &id).await?;
     finish(&client, &args.model, &id, &status, args.output).await
 }
@@ -302,37 +367,51 @@ async fn finish(
     status: &Value,
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    match status["status"].as_str().unwrap_or("") {
-        "COMPLETED" => {
-            let output = output.unwrap_or_else(|| PathBuf::from(format!("{id}.mp4")));
-            let size = client.save_result(model, id, &output).await?;
-            eprintln!("wrote {} ({size} bytes)", output.display());
-            println!("{}", output.display());
-            Ok(())
-        }
-        other => bail!(
-            "request {id} ended {other}: {}",
-            status["statusMessages"]["detail_message"]
-                .as_str()
-                .unwrap_or("no details")
-        ),
+    let view = StatusView::from_body(status);
+    if view.status != "COMPLETED" {
+        bail!("request {id} ended {}", view.line());
     }
-}
-
-pub async fn status(server: ServerArgs, args: RequestArgs) -> anyhow::Result<()> {
-    let client = Client::new(&server)?;
-    let model = client.find_model(&args).await?;
-    let status = client.status(&model, &args.id).await?;
-    println!("{}", serde_json::to_string_pretty(&status)?);
+    let output = output.unwrap_or_else(|| PathBuf::from(format!("{id}.mp4")));
+    let size = client.save_result(model, id, &output).await?;
+    eprintln!("wrote {} ({size} bytes)", output.display());
+    println!("{}", output.display());
     Ok(())
 }
 
-pub async fn cancel(server: ServerArgs, args: RequestArgs) -> anyhow::Result<()> {
+pub async fn status(server: ServerArgs, args: StatusArgs) -> anyhow::Result<()> {
     let client = Client::new(&server)?;
-    let model = client.find_model(&args).await?;
-    let url = format!("{}/cancel", client.request_url(&model, &args.id));
-    client.call(client.http.put(url)).await?;
-    eprintln!("request {} cancelled", args.id);
+    let model = client.find_model(&args.request).await?;
+    let status = client.status(&model, &args.request.id).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        println!("{}", StatusView::from_body(&status).line());
+    }
+    Ok(())
+}
+
+pub async fn cancel(server: ServerArgs, args: CancelArgs) -> anyhow::Result<()> {
+    let client = Client::new(&server)?;
+    let id = &args.request.id;
+    let model = client.find_model(&args.request).await?;
+    let mut url = format!("{}/cancel", client.request_url(&model, id));
+    if args.force {
+        url.push_str("?force=true");
+    }
+    let (status, body) = client.send(client.http.put(url)).await?;
+    match status {
+        StatusCode::ACCEPTED => eprintln!(
+            "request {id} is running: its worker was told to stop and it will end CANCELLED \
+             (see `pipelet status {id}`)"
+        ),
+        s if s.is_success() => eprintln!("request {id} cancelled"),
+        // The server's detail names its query parameter; the CLI has a flag for it.
+        StatusCode::CONFLICT if !args.force && body["status"] == "IN_PROGRESS" => bail!(
+            "{status}: request {id} has already started; add --force to stop it \
+             (`pipelet cancel --force {id}`)"
+        ),
+        _ => return Err(error_of(status, &body)),
+    }
     Ok(())
 }
 
@@ -340,10 +419,25 @@ pub async fn result(server: ServerArgs, args: ResultArgs) -> anyhow::Result<()> 
     let client = Client::new(&server)?;
     let model = client.find_model(&args.request).await?;
     let status = client.status(&model, &args.request.id).await?;
-    let status = if matches!(status["status"].as_str(), Some("IN_QUEUE" | "IN_PROGRESS")) {
-        follow(&client, &model, &args.request.id).await?
-    } else {
+    let status = if StatusView::from_body(&status).is_finished() {
         status
+    } else {
+        follow(&client, &model, &args.request.id).await?
     };
     finish(&client, &model, &args.request.id, &status, args.output).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_use_is_checked_per_pipeline() {
+        assert!(check_image_use("m", Pipeline::T2v, false).is_ok());
+        assert!(check_image_use("m", Pipeline::I2v, true).is_ok());
+        let t2v = check_image_use("wan22-fast-t2v", Pipeline::T2v, true).unwrap_err();
+        assert!(t2v.to_string().contains("takes no --image"), "{t2v}");
+        let i2v = check_image_use("wan22-fast-i2v", Pipeline::I2v, false).unwrap_err();
+        assert!(i2v.to_string().contains("--image FILE"), "{i2v}");
+    }
 }

@@ -16,11 +16,14 @@ pub enum KeysCommand {
         /// A name to recognise the key by (shown in logs and cancel records).
         #[arg(long)]
         name: String,
+        /// client: the queue API for its own requests; worker: only the worker API;
+        /// admin: the queue API for every key's requests.
         #[arg(long, value_enum, default_value = "client")]
         role: RoleArg,
         /// Most `priority` the key's requests may add to their tier's priority.
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         max_priority: i64,
+        /// The server's data directory (its embedded database).
         #[arg(long, env = "PIPELET_DATA_DIR", default_value = "./pipelet-data")]
         data_dir: PathBuf,
         /// The server's PostgreSQL database, when it uses one.

@@ -2,9 +2,12 @@
 
 mod client;
 mod keys;
+mod models;
 mod signals;
 mod wan_args;
 mod worker;
+
+use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 use pipelet_server::{Application, ServeArgs};
@@ -41,26 +44,26 @@ enum Command {
     Serve(ServeArgs),
     /// Run a remote worker that pulls jobs from a server over HTTP.
     Worker(worker::WorkerArgs),
-    /// Submit a request and wait for its video, with a progress bar.
+    /// Submit a request and wait for its video, showing its progress.
     Submit {
         #[command(flatten)]
         server: client::ServerArgs,
         #[command(flatten)]
         args: client::SubmitArgs,
     },
-    /// Show a request's status.
+    /// Show a request's status in one line (--json: the server's status JSON).
     Status {
         #[command(flatten)]
         server: client::ServerArgs,
         #[command(flatten)]
-        args: client::RequestArgs,
+        args: client::StatusArgs,
     },
-    /// Cancel a queued request.
+    /// Cancel a queued request (--force also stops a running one).
     Cancel {
         #[command(flatten)]
         server: client::ServerArgs,
         #[command(flatten)]
-        args: client::RequestArgs,
+        args: client::CancelArgs,
     },
     /// Wait for a request and write its MP4.
     Result {
@@ -74,13 +77,21 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Get and check the Wan 2.2 weights for `worker --runner wan`.
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
+    },
 }
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Logs go to stderr so stdout carries only what commands print (keys, results).
+    // Colours only for a person at a terminal: a file or journal would get escape codes.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -90,13 +101,17 @@ fn init_logging(format: LogFormat) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.validate()?;
-    let data_dir = config.data_dir.clone();
     let app = Application::build(config).await?;
     if let Some(key) = app.admin_key() {
-        println!(
-            "Created the admin API key (shown once; also saved to {}):",
-            data_dir.join("admin.key").display()
-        );
+        match app.admin_key_file() {
+            Some(path) => println!(
+                "Created the admin API key (shown once; also saved to {}):",
+                path.display()
+            ),
+            None => println!(
+                "Created the admin API key (shown once, and it could not be saved: see the log):"
+            ),
+        }
         println!("{key}");
     }
     println!("pipelet listening on http://{}", app.local_addr()?);
@@ -110,6 +125,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Keys { command } => keys::run(command).await,
+        Command::Models { command } => models::run(command).await,
         Command::Worker(args) => worker::run(args).await,
         Command::Submit { server, args } => client::submit(server, args).await,
         Command::Status { server, args } => client::status(server, args).await,

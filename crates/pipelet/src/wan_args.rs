@@ -52,9 +52,36 @@ pub struct WanArgs {
     /// Pipelines kept loaded at once (1: switching t2v/i2v reloads; 2 needs memory for both).
     #[arg(long, env = "PIPELET_WAN_MAX_LOADED", default_value_t = 1)]
     wan_max_loaded: u32,
+    /// Attention kernel: sdpa (PyTorch's), flash (the flash-attn package) or auto (flash
+    /// when installed).
+    #[arg(
+        long,
+        env = "PIPELET_WAN_ATTENTION",
+        value_enum,
+        default_value = "sdpa"
+    )]
+    wan_attention: Attention,
+    /// torch.compile the transformer blocks (once per loaded pipeline; later jobs reuse it).
+    #[arg(long, env = "PIPELET_WAN_COMPILE")]
+    wan_compile: bool,
+    /// Check the memory plan against this many GiB instead of the GPU's free memory
+    /// (a GPU shared with something else; also checks on CPU).
+    #[arg(long, env = "PIPELET_WAN_GPU_MEMORY", value_name = "GIB")]
+    wan_gpu_memory: Option<f64>,
+    /// Start even when the memory plan of these options does not fit the GPU (the runner
+    /// refuses to start otherwise, naming the options that fit).
+    #[arg(long, env = "PIPELET_WAN_SKIP_MEMORY_CHECK")]
+    wan_skip_memory_check: bool,
     /// Seconds the runner may take to import torch and diffusers and say it is ready.
     #[arg(long, env = "PIPELET_WAN_READY_SECS", default_value_t = 300)]
     wan_ready_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Attention {
+    Sdpa,
+    Flash,
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -115,6 +142,35 @@ impl WanArgs {
         if self.wan_vae_tiling {
             config.runner_args.push("--vae-tiling".into());
         }
+        let attention = match self.wan_attention {
+            Attention::Sdpa => "sdpa",
+            Attention::Flash => "flash",
+            Attention::Auto => "auto",
+        };
+        config
+            .runner_args
+            .extend(["--attention".into(), attention.into()]);
+        if self.wan_compile {
+            config.runner_args.push("--compile".into());
+        }
+        // The runner checks the memory plan of what it will serve before it says ready.
+        for (name, source) in [("t2v", &config.t2v), ("i2v", &config.i2v)] {
+            if let Some(source) = source {
+                config.runner_args.push("--serve".into());
+                config.runner_args.push(format!("{name}={}", source.model));
+            }
+        }
+        if let Some(gib) = self.wan_gpu_memory {
+            if !(gib.is_finite() && gib > 0.0 && gib <= 1e6) {
+                anyhow::bail!("--wan-gpu-memory {gib} must be a positive number of GiB");
+            }
+            config
+                .runner_args
+                .extend(["--gpu-memory".into(), gib.to_string()]);
+        }
+        if self.wan_skip_memory_check {
+            config.runner_args.push("--skip-memory-check".into());
+        }
         Ok(config)
     }
 }
@@ -144,4 +200,59 @@ fn source(
         None => Vec::new(),
     };
     Ok(Some(PipelineSource { model, loras }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        wan: WanArgs,
+    }
+
+    fn runner_args(extra: &[&str]) -> anyhow::Result<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../runners/wan");
+        let mut argv = vec!["pipelet", "--wan-runner-dir", dir];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv)?;
+        Ok(cli.wan.config()?.runner_args.join(" "))
+    }
+
+    #[test]
+    fn memory_and_speed_flags_reach_the_runner() {
+        let args = runner_args(&[
+            "--wan-t2v",
+            "Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+            "--wan-gpu-memory",
+            "79.5",
+            "--wan-attention",
+            "auto",
+            "--wan-compile",
+            "--wan-skip-memory-check",
+        ])
+        .expect("config");
+        // The runner checks the plan of exactly the pipelines this worker serves.
+        assert!(
+            args.contains("--serve t2v=Wan-AI/Wan2.2-T2V-A14B-Diffusers"),
+            "{args}"
+        );
+        assert!(!args.contains("i2v="), "{args}");
+        for flag in [
+            "--gpu-memory 79.5",
+            "--attention auto",
+            "--compile",
+            "--skip-memory-check",
+        ] {
+            assert!(args.contains(flag), "{flag} in {args}");
+        }
+        let plain =
+            runner_args(&["--wan-i2v", "Wan-AI/Wan2.2-I2V-A14B-Diffusers"]).expect("config");
+        assert!(plain.contains("--attention sdpa") && !plain.contains("--compile"));
+        assert!(!plain.contains("--gpu-memory") && !plain.contains("--skip-memory-check"));
+        let bad = runner_args(&["--wan-t2v", "x/y", "--wan-gpu-memory", "0"]);
+        assert!(bad.is_err_and(|e| e.to_string().contains("positive number of GiB")));
+    }
 }

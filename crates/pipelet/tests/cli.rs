@@ -76,7 +76,7 @@ fn submit_status_result_and_cancel() {
     );
     assert!(o.status.success());
     let id = stdout(&o);
-    let o = pipelet(&server, &["status", &id]);
+    let o = pipelet(&server, &["status", &id, "--json"]);
     assert!(o.status.success());
     let status: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status JSON");
     assert_eq!(status["request_id"], id.as_str());

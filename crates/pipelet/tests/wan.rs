@@ -98,6 +98,8 @@ fn start(wan: &Wan, name: &str) -> Setup {
     let path = |p: &str| models.join(p).to_string_lossy().into_owned();
     let runner_dir = repo_root().join("runners/wan");
     let python = wan.python.to_string_lossy().into_owned();
+    // scripts/gpu-check.sh runs these on CUDA.
+    let device = std::env::var("PIPELET_WAN_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
     let args = [
         "--runner",
         "wan",
@@ -114,7 +116,7 @@ fn start(wan: &Wan, name: &str) -> Setup {
         "--wan-i2v-lora",
         &path("lora"),
         "--wan-device",
-        "cpu",
+        &device,
         "--poll-secs",
         "1",
     ];
@@ -400,5 +402,174 @@ async fn a_killed_runner_is_restarted_and_its_job_retried() {
     assert!(
         metrics.lines().any(|l| l == retries),
         "retried once:\n{metrics}"
+    );
+}
+
+/// Runs `pipelet ARGS` with `envs`; returns (success, stdout, stderr).
+fn pipelet(args: &[&std::ffi::OsStr], envs: &[(&str, &Path)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipelet"));
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run pipelet");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Puts every file under `from` into a Hugging Face hub cache at `cache` as `repo`
+/// (models--ORG--NAME/{blobs,refs/main,snapshots/COMMIT/...}, snapshots linking to blobs).
+fn add_to_hub_cache(cache: &Path, repo: &str, from: &Path) {
+    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+    let root = cache.join(format!("models--{}", repo.replace('/', "--")));
+    std::fs::create_dir_all(root.join("refs")).expect("refs");
+    std::fs::create_dir_all(root.join("blobs")).expect("blobs");
+    std::fs::write(root.join("refs/main"), COMMIT).expect("ref");
+    let mut stack = vec![from.to_path_buf()];
+    let mut n = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            n += 1;
+            let blob = root.join(format!("blobs/blob{n}"));
+            std::fs::copy(&path, &blob).expect("blob");
+            let rel = path.strip_prefix(from).expect("relative");
+            let link = root.join("snapshots").join(COMMIT).join(rel);
+            std::fs::create_dir_all(link.parent().expect("parent")).expect("snapshot dir");
+            std::os::unix::fs::symlink(&blob, &link).expect("symlink");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the wan runner's Python environment: scripts/wan-test.sh"]
+fn models_pull_and_check_work_offline_from_a_hub_cache() {
+    let Some(wan) = wan_env() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("hub");
+    let staging = dir.path().join("staging");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(wan.models.join("t2v"))
+        .arg(&staging)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    std::fs::write(staging.join("README.md"), "model card").expect("readme");
+    add_to_hub_cache(&cache, "Wan-AI/Wan2.2-T2V-A14B-Diffusers", &staging);
+    let target = dir.path().join("t2v");
+    let runner_dir = repo_root().join("runners/wan");
+    let python = wan.python.as_os_str();
+    let common = |args: &[&std::ffi::OsStr]| {
+        let mut all: Vec<&std::ffi::OsStr> = args.to_vec();
+        all.extend([
+            "--python".as_ref(),
+            python,
+            "--wan-runner-dir".as_ref(),
+            runner_dir.as_os_str(),
+        ]);
+        pipelet(
+            &all,
+            &[("HF_HUB_CACHE", &cache), ("HF_HUB_OFFLINE", Path::new("1"))],
+        )
+    };
+    let pull = |target: &Path| {
+        common(&[
+            "models".as_ref(),
+            "pull".as_ref(),
+            "t2v".as_ref(),
+            "--dir".as_ref(),
+            target.as_os_str(),
+        ])
+    };
+    let check = |target: &Path| common(&["models".as_ref(), "check".as_ref(), target.as_os_str()]);
+
+    let (ok, stdout, stderr) = pull(&target);
+    assert!(ok, "pull: {stdout}\n{stderr}");
+    assert!(stdout.contains("OK (t2v)"), "{stdout}");
+    assert!(target.join("transformer_2/config.json").is_file());
+    assert!(
+        !target.join("README.md").exists(),
+        "only what a worker needs"
+    );
+    let (ok, stdout, _) = check(&target);
+    assert!(ok && stdout.contains("OK (t2v)"), "{stdout}");
+
+    // A missing expert: check says so and fails; pulling again restores it.
+    std::fs::remove_file(target.join("transformer_2/diffusion_pytorch_model.safetensors"))
+        .expect("remove");
+    let (ok, stdout, stderr) = check(&target);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stdout.contains("transformer_2/ has no diffusion_pytorch_model.safetensors"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("pipelet models check failed"), "{stderr}");
+    let (ok, stdout, stderr) = pull(&target);
+    assert!(ok, "resumed pull: {stdout}\n{stderr}");
+    assert!(check(&target).0);
+}
+
+#[test]
+#[ignore = "needs the wan runner's Python environment: scripts/wan-test.sh"]
+fn the_worker_refuses_to_start_when_the_memory_plan_does_not_fit() {
+    let Some(wan) = wan_env() else { return };
+    let runner_dir = repo_root().join("runners/wan");
+    let t2v = wan.models.join("t2v");
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_pipelet"))
+        .args([
+            "worker",
+            "--server",
+            "http://127.0.0.1:9",
+            "--key",
+            "plt_unused",
+        ])
+        .args([
+            "--runner",
+            "wan",
+            "--wan-device",
+            "cpu",
+            "--wan-gpu-memory",
+            "0.5",
+        ])
+        .arg("--python")
+        .arg(&wan.python)
+        .arg("--wan-runner-dir")
+        .arg(&runner_dir)
+        .arg("--wan-t2v")
+        .arg(&t2v)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn pipelet worker");
+    // It must exit by itself (a worker that started would poll the server forever).
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = worker.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            kill9(&mut worker);
+            panic!("the worker started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut worker.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(!status.success());
+    assert!(
+        stderr.contains("cannot start the wan runner")
+            && stderr.contains("refusing to start: --wan-offload none needs ~")
+            && stderr.contains("--wan-gpu-memory 0.5 has 0.5 GiB free")
+            && stderr.contains("--wan-skip-memory-check"),
+        "{stderr}"
     );
 }

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::InputError;
+use crate::plural;
 
 /// A short description of a JSON value for error messages ("the string \"5\"").
 pub(crate) fn describe(v: &Value) -> String {
@@ -58,12 +59,11 @@ pub(crate) fn opt_string(
     };
     // Count lazily: stop as soon as the bound is passed.
     if s.chars().nth(max_chars).is_some() {
+        let got = plural(s.chars().count() as u64, "character", "characters");
+        let max = plural(max_chars as u64, "character", "characters");
         return Err(InputError::field(
             name,
-            format!(
-                "{name} is too long: {} characters; at most {max_chars} are allowed",
-                s.chars().count()
-            ),
+            format!("{name} is too long: {got}; the limit is {max}"),
         ));
     }
     Ok(Some(s.to_owned()))

@@ -57,16 +57,20 @@ pub struct CreateRequest {
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 7, example = 5))]
     pub duration: Option<u32>,
     /// Image-to-video only, and required there: the input image, a JPEG, PNG or WebP
-    /// file as plain base64 or as a `data:image/...;base64,...` URI. Bounded in bytes
-    /// (10 MiB by default), pixels and side length; aspect ratios beyond 4:1 are refused.
+    /// file as plain base64 or as a `data:image/...;base64,...` URI (not a URL: pipelet
+    /// fetches nothing). Bounded in bytes (10 MiB by default), pixels and side length;
+    /// aspect ratios beyond 4:1 and truncated or corrupt files are refused. A
+    /// text-to-video model refuses it rather than ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_uri: Option<String>,
     /// Image-to-video: accepted instead of `data_uri` when it holds a `data:` URI (as fal's
-    /// clients send it). pipelet never fetches remote URLs.
+    /// clients send it). pipelet never fetches remote URLs. Refused by text-to-video
+    /// models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_url: Option<String>,
     /// Bigger runs sooner. Added to the model tier's priority after being capped by what
-    /// the key may use; lowering it is always allowed. Default 0.
+    /// the key may use; lowering it is always allowed. Default 0. The create answer's
+    /// `priority` says the value used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = -1000, maximum = 1000, example = 0))]
     pub priority: Option<i64>,

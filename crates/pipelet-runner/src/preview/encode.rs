@@ -23,6 +23,9 @@ const BITS_PER_PIXEL: f64 = 0.1;
 /// Floor for tiny frames, where a pure bits-per-pixel budget starves the encoder.
 const MIN_BITRATE: u32 = 200_000;
 
+/// What the client reads when encoding fails; the encoder's own words are the detail.
+const ENCODE_FAILED: &str = "the video could not be encoded";
+
 const NAL_IDR: u8 = 5;
 const NAL_SPS: u8 = 7;
 const NAL_PPS: u8 = 8;
@@ -72,8 +75,13 @@ impl H264Encoder {
             // A keyframe every 2 s keeps seeking in a browser cheap.
             .intra_frame_period(IntraFramePeriod::from_num_frames(fps * 2))
             .vui(VuiConfig::bt601());
-        let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
-            .map_err(|e| RunnerError::Transient(format!("cannot start the H.264 encoder: {e}")))?;
+        let mut encoder =
+            Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| {
+                RunnerError::transient(
+                    ENCODE_FAILED,
+                    format!("cannot start the H.264 encoder: {e}"),
+                )
+            })?;
         silence(&mut encoder);
         Ok(Self {
             encoder,
@@ -88,11 +96,14 @@ impl H264Encoder {
     /// Encodes one frame of tightly packed RGB24 (`width * height * 3` bytes).
     pub fn encode_rgb(&mut self, rgb: &[u8]) -> Result<(), RunnerError> {
         if rgb.len() != self.width * self.height * 3 {
-            return Err(RunnerError::Transient(format!(
-                "frame buffer has {} bytes, expected {}",
-                rgb.len(),
-                self.width * self.height * 3
-            )));
+            return Err(RunnerError::transient(
+                ENCODE_FAILED,
+                format!(
+                    "frame buffer has {} bytes, expected {}",
+                    rgb.len(),
+                    self.width * self.height * 3
+                ),
+            ));
         }
         self.yuv
             .read_rgb8(RgbSliceU8::new(rgb, (self.width, self.height)));
@@ -102,7 +113,10 @@ impl H264Encoder {
             .encoder
             .encode_at(&self.yuv, Timestamp::from_millis(millis))
             .map_err(|e| {
-                RunnerError::Transient(format!("H.264 encoding failed at frame {index}: {e}"))
+                RunnerError::transient(
+                    ENCODE_FAILED,
+                    format!("H.264 encoding failed at frame {index}: {e}"),
+                )
             })?;
 
         let start = self.out.data.len();
@@ -120,9 +134,10 @@ impl H264Encoder {
         }
         let size = self.out.data.len() - start;
         if size == 0 {
-            return Err(RunnerError::Transient(format!(
-                "the H.264 encoder produced no data for frame {index}"
-            )));
+            return Err(RunnerError::transient(
+                ENCODE_FAILED,
+                format!("the H.264 encoder produced no data for frame {index}"),
+            ));
         }
         self.out.sample_sizes.push(size as u32);
         self.out.keyframes.push(keyframe);
@@ -131,8 +146,9 @@ impl H264Encoder {
 
     pub fn finish(self) -> Result<EncodedVideo, RunnerError> {
         if self.out.sps.is_empty() || self.out.pps.is_empty() {
-            return Err(RunnerError::Transient(
-                "the H.264 encoder emitted no SPS/PPS".into(),
+            return Err(RunnerError::transient(
+                ENCODE_FAILED,
+                "the H.264 encoder emitted no SPS/PPS",
             ));
         }
         Ok(self.out)
@@ -176,16 +192,18 @@ fn push_nal(out: &mut EncodedVideo, nal: &[u8]) -> Result<bool, RunnerError> {
                 slot.extend_from_slice(nal);
             } else if slot.as_slice() != nal {
                 // One avcC holds one SPS/PPS pair: a changed one would be misdecoded.
-                return Err(RunnerError::Transient(
-                    "the H.264 encoder changed its parameter sets mid-stream".into(),
+                return Err(RunnerError::transient(
+                    ENCODE_FAILED,
+                    "the H.264 encoder changed its parameter sets mid-stream",
                 ));
             }
             Ok(false)
         }
         NAL_AUD => Ok(false),
         kind => {
-            let len = u32::try_from(nal.len())
-                .map_err(|_| RunnerError::Transient("an H.264 NAL unit exceeds 4 GiB".into()))?;
+            let len = u32::try_from(nal.len()).map_err(|_| {
+                RunnerError::transient(ENCODE_FAILED, "an H.264 NAL unit exceeds 4 GiB")
+            })?;
             out.data.extend_from_slice(&len.to_be_bytes());
             out.data.extend_from_slice(nal);
             Ok(kind == NAL_IDR)

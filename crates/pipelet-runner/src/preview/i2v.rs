@@ -133,7 +133,8 @@ impl KenBurns {
 /// orientation so phone photos come out upright.
 fn decode(bytes: &[u8]) -> Result<DynamicImage, RunnerError> {
     let bad = |e: &dyn std::fmt::Display| {
-        RunnerError::Permanent(format!("the input image cannot be decoded: {e}"))
+        // Decoded from memory: the decoder's words name no path, and help the client.
+        RunnerError::Permanent(format!("the input image cannot be decoded: {e}").into())
     };
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -141,9 +142,10 @@ fn decode(bytes: &[u8]) -> Result<DynamicImage, RunnerError> {
     match reader.format() {
         Some(ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) => {}
         Some(other) => {
-            return Err(RunnerError::Permanent(format!(
-                "the input image is {other:?}; only JPEG, PNG and WebP are accepted"
-            )));
+            return Err(RunnerError::Permanent(
+                format!("the input image is {other:?}; only JPEG, PNG and WebP are accepted")
+                    .into(),
+            ));
         }
         None => {
             return Err(RunnerError::Permanent(

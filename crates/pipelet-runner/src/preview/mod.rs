@@ -4,8 +4,8 @@
 //! This module owns the job flow (validate, render each frame, encode, mux, write the
 //! file atomically) and its contract with the worker: progress after every frame and
 //! after the final write, cancellation between frames, no file at `out` unless the
-//! render succeeded. Rendering lives in [`t2v`] and [`i2v`], encoding in [`encode`],
-//! the container in [`crate::mp4`].
+//! render succeeded. Rendering lives in [`t2v`] and [`i2v`], the "PREVIEW" mark every
+//! frame carries in [`mark`], encoding in [`encode`], the container in [`crate::mp4`].
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -19,10 +19,12 @@ use crate::{Progress, ProgressFn, RenderJob, RenderOutput, Runner, RunnerError};
 
 mod encode;
 mod i2v;
+mod mark;
 mod rng;
 mod t2v;
 
 use encode::{EncodedVideo, H264Encoder};
+pub use mark::PreviewMark;
 
 /// The name recorded in results, so nobody mistakes a preview for a real generation.
 pub const BACKEND: &str = "preview";
@@ -66,9 +68,10 @@ impl Runner for PreviewRunner {
         let result = tokio::task::spawn_blocking(move || render(&job, &path, &*progress, &token))
             .await
             .unwrap_or_else(|e| {
-                Err(RunnerError::Transient(format!(
-                    "the preview render task failed: {e}"
-                )))
+                Err(RunnerError::transient(
+                    "the preview renderer failed",
+                    format!("the preview render task failed: {e}"),
+                ))
             });
         if result.is_err() {
             // `out` was "created or truncated" for this job: leave nothing that could be
@@ -98,6 +101,7 @@ fn render(
         return Err(RunnerError::Cancelled);
     }
     let mut scene = Scene::new(job)?;
+    let mark = PreviewMark::new(job.width, job.height);
     let mut encoder = H264Encoder::new(job.width, job.height, job.fps)?;
     let mut rgb = vec![0u8; job.width as usize * job.height as usize * 3];
     for index in 0..job.num_frames {
@@ -105,6 +109,7 @@ fn render(
             return Err(RunnerError::Cancelled);
         }
         scene.render(index, &mut rgb);
+        mark.apply(&mut rgb);
         encoder.encode_rgb(&rgb)?;
         progress(Progress {
             done: index + 1,
@@ -131,26 +136,25 @@ fn render(
 fn validate(job: &RenderJob) -> Result<(), RunnerError> {
     let (w, h) = (job.width, job.height);
     if w == 0 || h == 0 || w % 2 != 0 || h % 2 != 0 {
-        return Err(RunnerError::Permanent(format!(
-            "frame size {w}x{h} must be positive and even"
-        )));
+        return Err(RunnerError::Permanent(
+            format!("frame size {w}x{h} must be positive and even").into(),
+        ));
     }
     if w.max(h) > MAX_LONG_SIDE || w.min(h) > MAX_SHORT_SIDE {
-        return Err(RunnerError::Permanent(format!(
-            "frame size {w}x{h} exceeds the encoder's {MAX_LONG_SIDE}x{MAX_SHORT_SIDE}"
-        )));
+        return Err(RunnerError::Permanent(
+            format!("frame size {w}x{h} exceeds the encoder's {MAX_LONG_SIDE}x{MAX_SHORT_SIDE}")
+                .into(),
+        ));
     }
     if job.num_frames == 0 || job.num_frames > 100_000 {
-        return Err(RunnerError::Permanent(format!(
-            "num_frames {} is out of range",
-            job.num_frames
-        )));
+        return Err(RunnerError::Permanent(
+            format!("num_frames {} is out of range", job.num_frames).into(),
+        ));
     }
     if job.fps == 0 || job.fps > 240 {
-        return Err(RunnerError::Permanent(format!(
-            "fps {} is out of range",
-            job.fps
-        )));
+        return Err(RunnerError::Permanent(
+            format!("fps {} is out of range", job.fps).into(),
+        ));
     }
     Ok(())
 }
@@ -204,7 +208,10 @@ fn write_atomically(
     cancel: &CancellationToken,
 ) -> Result<u64, RunnerError> {
     let io = |what: &str, e: &dyn std::fmt::Display| {
-        RunnerError::Transient(format!("{what} {}: {e}", out.display()))
+        RunnerError::transient(
+            format!("{what} the video file"),
+            format!("{what} {}: {e}", out.display()),
+        )
     };
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

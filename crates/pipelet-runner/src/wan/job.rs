@@ -56,12 +56,16 @@ pub async fn ensure_loaded(
                 return Ok(());
             }
             Ok(Event::Error(e)) if e.job_id.is_none() => {
-                let err = RunnerError::Permanent(format!(
-                    "the wan runner cannot load the {} model {}: {}",
-                    job.pipeline.long_name(),
-                    source.model,
-                    e.message
-                ));
+                // The model's name may be a local path, and the message a traceback.
+                let err = RunnerError::permanent(
+                    format!("the {} model could not be loaded", job.pipeline.long_name()),
+                    format!(
+                        "the wan runner cannot load the {} model {}: {}",
+                        job.pipeline.long_name(),
+                        source.model,
+                        e.message
+                    ),
+                );
                 return Err(if e.fatal {
                     Outcome::Fatal(err)
                 } else {
@@ -167,23 +171,36 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// The runner's `error` for a job, as the worker reports it.
+/// The runner's `error` for a job, as the worker reports it: the client reads what kind
+/// of failure it was; the runner's own message (tracebacks, paths) is the detail.
 fn job_error(job: &RenderJob, e: &ErrorEvent) -> RunnerError {
     let size = format!("{}x{}, {} frames", job.width, job.height, job.num_frames);
+    let m = &e.message;
     match e.kind.as_str() {
-        "oom" => RunnerError::Permanent(format!("out of GPU memory at {size}: {}", e.message)),
-        "bad_weights" => RunnerError::Permanent(format!(
-            "the wan runner's weights are unusable: {}",
-            e.message
-        )),
-        "invalid" => {
-            RunnerError::Permanent(format!("the wan runner refused the job: {}", e.message))
-        }
-        "internal" => RunnerError::Transient(format!("the wan runner failed: {}", e.message)),
-        other if e.retryable => {
-            RunnerError::Transient(format!("the wan runner failed ({other}): {}", e.message))
-        }
-        other => RunnerError::Permanent(format!("the wan runner failed ({other}): {}", e.message)),
+        "oom" => RunnerError::permanent(
+            format!("out of GPU memory at {size}"),
+            format!("out of GPU memory at {size}: {m}"),
+        ),
+        "bad_weights" => RunnerError::permanent(
+            "the model's weights on this worker are unusable",
+            format!("the wan runner's weights are unusable: {m}"),
+        ),
+        "invalid" => RunnerError::permanent(
+            "the model runner refused the job",
+            format!("the wan runner refused the job: {m}"),
+        ),
+        "internal" => RunnerError::transient(
+            "the model runner failed",
+            format!("the wan runner failed: {m}"),
+        ),
+        other if e.retryable => RunnerError::transient(
+            "the model runner failed",
+            format!("the wan runner failed ({other}): {m}"),
+        ),
+        other => RunnerError::permanent(
+            "the model runner failed",
+            format!("the wan runner failed ({other}): {m}"),
+        ),
     }
 }
 
@@ -223,9 +240,21 @@ mod tests {
     fn error_kinds_map_to_clear_messages() {
         let oom = job_error(&job(), &error("oom", false));
         assert!(
-            matches!(&oom, RunnerError::Permanent(m) if m.starts_with("out of GPU memory at 1280x720, 81 frames: CUDA out of memory")),
+            matches!(&oom, RunnerError::Permanent(f)
+                if f.reason == "out of GPU memory at 1280x720, 81 frames"
+                && f.detail.starts_with("out of GPU memory at 1280x720, 81 frames: CUDA out of memory")),
             "{oom:?}"
         );
+        // The runner's raw message stays in the detail, whatever the kind.
+        for (kind, retryable) in [
+            ("bad_weights", false),
+            ("invalid", false),
+            ("internal", true),
+        ] {
+            let e = job_error(&job(), &error(kind, retryable));
+            assert!(!e.reason().contains("CUDA"), "{kind}: {e:?}");
+            assert!(e.to_string().contains("CUDA out of memory"), "{kind}: {e}");
+        }
         assert!(matches!(
             job_error(&job(), &error("bad_weights", false)),
             RunnerError::Permanent(_)

@@ -85,7 +85,7 @@ impl WanRunner {
             tracing::info!(python = %config.python.display(), dir = %config.runner_dir.display(), "starting the wan runner");
             let process = RunnerProcess::start(config)
                 .await
-                .map_err(RunnerError::Transient)?;
+                .map_err(|why| RunnerError::transient("the model runner could not start", why))?;
             tracing::info!(pid = ?process.pid(), device = %process.ready.device, "wan runner ready");
             *slot = Some(process);
         }
@@ -101,11 +101,14 @@ impl WanRunner {
         cancel: &CancellationToken,
     ) -> Result<RenderOutput, RunnerError> {
         let source = self.config.source(job.pipeline).ok_or_else(|| {
-            RunnerError::Permanent(format!(
-                "this wan runner has no {} model (--wan-{})",
-                job.pipeline.long_name(),
-                job.pipeline
-            ))
+            RunnerError::permanent(
+                format!("this worker has no {} model", job.pipeline.long_name()),
+                format!(
+                    "this wan runner has no {} model (--wan-{})",
+                    job.pipeline.long_name(),
+                    job.pipeline
+                ),
+            )
         })?;
         let image = write_input_image(job, out).await?;
         let mut slot = self.process.lock().await;
@@ -155,7 +158,11 @@ impl WanRunner {
                     None => "wan runner failed".to_string(),
                 };
                 tracing::warn!("{why}; it restarts on the next job");
-                Err(RunnerError::Transient(why))
+                // The process's own words (stderr, exit status) are for operators.
+                Err(RunnerError::transient(
+                    "the model runner stopped unexpectedly",
+                    why,
+                ))
             }
         }
     }
@@ -181,8 +188,12 @@ impl Runner for WanRunner {
         progress: ProgressFn,
         cancel: CancellationToken,
     ) -> Result<RenderOutput, RunnerError> {
-        let out = std::path::absolute(out)
-            .map_err(|e| RunnerError::Transient(format!("output path {}: {e}", out.display())))?;
+        let out = std::path::absolute(out).map_err(|e| {
+            RunnerError::transient(
+                "the worker cannot write the video",
+                format!("output path {}: {e}", out.display()),
+            )
+        })?;
         let result = self.run_in_process(job, &out, &progress, &cancel).await;
         if result.is_err() {
             match tokio::fs::remove_file(&out).await {
@@ -220,10 +231,19 @@ async fn write_input_image(
         Ok(file)
     })
     .await
-    .map_err(|e| RunnerError::Transient(format!("cannot write the input image: {e}")))?
+    .map_err(|e| {
+        RunnerError::transient(
+            "cannot write the input image",
+            format!("cannot write the input image: {e}"),
+        )
+    })?
     .map(Some)
     .map_err(|e: std::io::Error| {
-        RunnerError::Transient(format!("cannot write the input image: {e}"))
+        // tempfile's errors name the path: for operators only.
+        RunnerError::transient(
+            "cannot write the input image",
+            format!("cannot write the input image: {e}"),
+        )
     })
 }
 
@@ -234,24 +254,30 @@ async fn output(
     done: protocol::Done,
 ) -> Result<RenderOutput, RunnerError> {
     let meta = tokio::fs::metadata(out).await.map_err(|e| {
-        RunnerError::Transient(format!(
-            "the wan runner reported {} but it cannot be read: {e}",
-            done.path
-        ))
+        RunnerError::transient(
+            "the model runner's video cannot be read",
+            format!(
+                "the wan runner reported {} but it cannot be read: {e}",
+                done.path
+            ),
+        )
     })?;
     let made = (done.width, done.height, done.frames, done.fps);
     if made != (job.width, job.height, job.num_frames, job.fps) {
-        return Err(RunnerError::Transient(format!(
-            "the wan runner made {}x{}, {} frames at {} fps, not {}x{}, {} frames at {} fps",
-            done.width,
-            done.height,
-            done.frames,
-            done.fps,
-            job.width,
-            job.height,
-            job.num_frames,
-            job.fps
-        )));
+        return Err(RunnerError::Transient(
+            format!(
+                "the wan runner made {}x{}, {} frames at {} fps, not {}x{}, {} frames at {} fps",
+                done.width,
+                done.height,
+                done.frames,
+                done.fps,
+                job.width,
+                job.height,
+                job.num_frames,
+                job.fps
+            )
+            .into(),
+        ));
     }
     tracing::debug!(job_id = %job.job_id, seconds = done.seconds, bytes = meta.len(), "wan video rendered");
     Ok(RenderOutput {

@@ -1,6 +1,7 @@
 //! The router: which path goes to which handler, and the layers around them.
 
 pub mod docs;
+pub mod favicon;
 pub mod health;
 pub mod models;
 pub mod playground;

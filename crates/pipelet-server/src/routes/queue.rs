@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
-use crate::result_body;
+use crate::result_body::{self, FAL_REQUEST_ID};
 use crate::state::AppState;
 use crate::status_view::{self, wire_status};
 use crate::urls::BaseUrl;
@@ -107,8 +107,10 @@ async fn validate(
         description = "What to generate (at most 20 MiB by default; `--max-body-bytes`).",
     ),
     responses(
-        (status = 200, description = "Queued: the request's id, its URLs and its queue \
-            position.", body = CreateResponse),
+        (status = 200, description = "Queued: the request's id, its URLs, its queue \
+            position and the priority it got.", body = CreateResponse,
+            headers(("x-fal-request-id" = String, description = "The request's id (fal's \
+                clients read `requestId` from it)."))),
         (status = 400, description = "The body is empty, unreadable or not JSON.",
             body = pipelet_api::wire::ErrorBody),
         (status = 401, description = "Missing, malformed or unknown API key.",
@@ -136,7 +138,7 @@ pub async fn create(
     base: BaseUrl,
     ApiPath(model_id): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<CreateResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     principal.require_client()?;
     let model = model(&state, &model_id)?;
     let body = parse_body(body, state.config.max_body_bytes)?;
@@ -144,8 +146,8 @@ pub async fn create(
     if state.store.queued_total() >= state.config.max_queued {
         return Err(ApiError::TooManyRequests {
             detail: format!(
-                "the queue is full ({} jobs waiting); try again later",
-                state.config.max_queued
+                "the queue is full ({} waiting); try again later",
+                pipelet_api::plural(state.config.max_queued, "job", "jobs")
             ),
             retry_after_secs: 30,
         });
@@ -198,13 +200,15 @@ pub async fn create(
         .and_then(|(_, p)| p)
         .unwrap_or(0);
     tracing::info!(id = %job.id, model = %job.model_id, priority = job.priority, position, "request queued");
-    Ok(Json(CreateResponse {
+    let created = CreateResponse {
         request_id: id.to_string(),
         response_url: base.request(&model.id, id),
         status_url: base.status(&model.id, id),
         cancel_url: base.cancel(&model.id, id),
         queue_position: position,
-    }))
+        priority: requested,
+    };
+    Ok(([(FAL_REQUEST_ID, id.to_string())], Json(created)).into_response())
 }
 
 /// Loads a job the caller may see under this model, or 404 (never 403: ids leak nothing).
@@ -250,7 +254,9 @@ fn truthy(v: &Option<String>) -> bool {
     params(crate::openapi::RequestPath, StatusQuery),
     responses(
         (status = 200, description = "The request's status.",
-            body = pipelet_api::wire::StatusResponse),
+            body = pipelet_api::wire::StatusResponse,
+            headers(("x-fal-request-id" = String, description = "The request's id (fal's \
+                clients read `requestId` from it)."))),
         (status = 400, description = "A malformed query (e.g. `logs` given twice).",
             body = pipelet_api::wire::ErrorBody),
         (status = 401, description = "Missing, malformed or unknown API key.",
@@ -271,8 +277,10 @@ pub async fn status(
     ApiQuery(query): ApiQuery<StatusQuery>,
 ) -> Result<Response, ApiError> {
     let (job, position) = visible_job(&state, &principal, &model_id, &id).await?;
-    let body = status_view::status_response(&job, position, &base, truthy(&query.logs), now_ms());
-    Ok(Json(body).into_response())
+    let viewer = status_view::Viewer::of(&principal);
+    let body =
+        status_view::status_response(&job, position, &base, truthy(&query.logs), now_ms(), viewer);
+    Ok(([(FAL_REQUEST_ID, job.id.to_string())], Json(body)).into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -359,7 +367,9 @@ pub async fn cancel(
     operation_id = "result",
     params(crate::openapi::RequestPath),
     responses(
-        (status = 200, description = "The video.", body = pipelet_api::wire::ResultResponse),
+        (status = 200, description = "The video.", body = pipelet_api::wire::ResultResponse,
+            headers(("x-fal-request-id" = String, description = "The request's id (fal's \
+                clients read `requestId` from it)."))),
         (status = 401, description = "Missing, malformed or unknown API key.",
             body = pipelet_api::wire::ErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
@@ -380,7 +390,7 @@ pub async fn result(
     let (job, position) = visible_job(&state, &principal, &model_id, &id).await?;
     let Some(result) = job.result.as_ref().filter(|_| job.state.is_terminal()) else {
         let status = wire_status(job.state);
-        let messages = status_view::messages(&job, now_ms());
+        let messages = status_view::messages(&job, now_ms(), status_view::Viewer::of(&principal));
         let detail = match (job.state, &job.error) {
             (pipelet_store::JobState::Failed, Some(reason)) => {
                 format!("the request failed: {reason}")

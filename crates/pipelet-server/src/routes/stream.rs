@@ -160,6 +160,7 @@ async fn status_stream(
         job_id: job.id,
         state,
         base,
+        viewer: status_view::Viewer::of(&principal),
         with_logs: matches!(query.logs.as_deref(), Some("1" | "true" | "yes")),
         pending: Some((job, position)),
         last: None,
@@ -181,6 +182,8 @@ struct Watch {
     state: AppState,
     job_id: Uuid,
     base: BaseUrl,
+    /// Admins also see a failure's internal detail.
+    viewer: status_view::Viewer,
     with_logs: bool,
     /// A status already read (the handler's own read), to send before polling.
     pending: Option<(JobRecord, Option<u64>)>,
@@ -232,8 +235,14 @@ impl Watch {
                     }
                 }
             };
-            let response =
-                status_view::status_response(&job, position, &self.base, self.with_logs, now_ms());
+            let response = status_view::status_response(
+                &job,
+                position,
+                &self.base,
+                self.with_logs,
+                now_ms(),
+                self.viewer,
+            );
             let mut value = match serde_json::to_value(&response) {
                 Ok(value) => value,
                 Err(e) => {

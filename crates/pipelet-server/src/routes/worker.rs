@@ -14,7 +14,7 @@ use pipelet_api::worker_protocol::{
 };
 use pipelet_store::blob::Blobs;
 use pipelet_store::{
-    ClaimRequest, JobRecord, JobResult, JobState, LeaseRef, ProgressUpdate, StoreError,
+    ClaimRequest, Failure, JobRecord, JobResult, JobState, LeaseRef, ProgressUpdate, StoreError,
 };
 use pipelet_worker::JobSource;
 use serde::Deserialize;
@@ -435,14 +435,123 @@ pub async fn fail(
         job_id: job_id(&id)?,
         token: body.lease_token,
     };
-    // Bounded: this text is shown to clients.
-    let error: String = body.error.chars().take(2000).collect();
+    let failure = reported_failure(&body);
+    tracing::warn!(
+        id = %lease.job_id,
+        worker = %principal.key.name,
+        reason = %failure.reason,
+        detail = failure.detail.as_deref().unwrap_or(""),
+        retryable = body.retryable,
+        "a worker reported a failed attempt"
+    );
     state
         .store
-        .fail(&lease, &error, body.retryable)
+        .fail(&lease, &failure, body.retryable)
         .await
         .map_err(lease_error)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Most characters kept of a reported failure's client reason and of its detail.
+const MAX_REASON_CHARS: usize = 2000;
+const MAX_DETAIL_CHARS: usize = 8000;
+
+/// A worker's report as the store keeps it, bounded. The reason is shown to clients, so
+/// whatever in it looks internal (a path, a URL, a lease holder's name, as an older
+/// worker would send) is cut out of it; the untouched text then serves as the detail.
+fn reported_failure(body: &FailBody) -> Failure {
+    let (reason, redacted) = client_reason(&body.error);
+    let detail = body
+        .detail
+        .clone()
+        .or_else(|| redacted.then(|| body.error.clone()));
+    Failure {
+        reason: reason.chars().take(MAX_REASON_CHARS).collect(),
+        detail: detail.map(|d| d.chars().take(MAX_DETAIL_CHARS).collect()),
+    }
+}
+
+/// `text` with every word that names something internal replaced by `…`, and whether
+/// any was: absolute paths, URLs, and lease holders (`worker:...`, `local:...`).
+fn client_reason(text: &str) -> (String, bool) {
+    let internal = |word: &str| {
+        let w = word.trim_start_matches(['(', '[', '{', '"', '\'', '`', '<']);
+        let bytes = w.as_bytes();
+        w.starts_with('/')
+            || w.starts_with("~/")
+            || w.starts_with("\\\\")
+            || (bytes.len() > 2
+                && bytes[0].is_ascii_alphabetic()
+                && bytes[1] == b':'
+                && matches!(bytes[2], b'\\' | b'/'))
+            || w.contains("://")
+            || w.starts_with("worker:")
+            || w.starts_with("local:")
+    };
+    let mut redacted = false;
+    let words: Vec<&str> = text
+        .split_whitespace()
+        .map(|word| {
+            if internal(word) {
+                redacted = true;
+                "…"
+            } else {
+                word
+            }
+        })
+        .collect();
+    if redacted {
+        (words.join(" "), true)
+    } else {
+        (text.to_string(), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(error: &str, detail: Option<&str>) -> FailBody {
+        FailBody {
+            lease_token: 1,
+            error: error.into(),
+            detail: detail.map(str::to_string),
+            retryable: true,
+        }
+    }
+
+    #[test]
+    fn a_plain_reason_passes_untouched() {
+        for text in [
+            "out of GPU memory at 1280x720, 81 frames",
+            "the input image is Gif; only JPEG, PNG and WebP are accepted",
+            "image/png at 24/7: I/O",
+        ] {
+            let f = reported_failure(&body(text, None));
+            assert_eq!(f, Failure::plain(text));
+        }
+        let f = reported_failure(&body("bad image", Some("decoder: /tmp/x.png")));
+        assert_eq!(f, Failure::new("bad image", "decoder: /tmp/x.png"));
+    }
+
+    #[test]
+    fn paths_urls_and_holders_are_cut_from_the_reason() {
+        let raw = "cannot write /var/lib/pipelet/tmp/a.mp4: disk full (holder \
+                   worker:gpu-1/vm-3389, see http://10.0.0.7:8080/x or C:\\data\\y)";
+        let f = reported_failure(&body(raw, None));
+        assert_eq!(f.reason, "cannot write … disk full (holder … see … or …");
+        assert_eq!(f.detail.as_deref(), Some(raw), "the raw text is the detail");
+        // A detail the worker sent wins over the raw reason.
+        let f = reported_failure(&body(raw, Some("the worker's detail")));
+        assert_eq!(f.detail.as_deref(), Some("the worker's detail"));
+    }
+
+    #[test]
+    fn reports_are_bounded() {
+        let f = reported_failure(&body(&"x".repeat(10_000), Some(&"y".repeat(20_000))));
+        assert_eq!(f.reason.chars().count(), MAX_REASON_CHARS);
+        assert_eq!(f.detail.map(|d| d.chars().count()), Some(MAX_DETAIL_CHARS));
+    }
 }
 
 /// Acknowledge a cancel

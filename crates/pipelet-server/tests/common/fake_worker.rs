@@ -37,7 +37,7 @@ impl TestApp {
     pub async fn fail(&self, lease: &Lease, reason: &str) {
         self.state
             .store
-            .fail(&lease.lease, reason, false)
+            .fail(&lease.lease, &pipelet_store::Failure::plain(reason), false)
             .await
             .expect("fail the job");
     }

@@ -25,6 +25,20 @@ pub fn picture(width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
     bytes
 }
 
+/// A picture of fine pseudo-random texture: it compresses like a photo, so even a small
+/// one is tens of kilobytes and a prefix of it cuts into the pixel data.
+pub fn photo(width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
+    let img = RgbImage::from_fn(width, height, |x, y| {
+        let n =
+            (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663)).wrapping_mul(2_654_435_761);
+        Rgb([(n >> 24) as u8, (x * 255 / width) as u8, (n >> 8) as u8])
+    });
+    let mut bytes = Vec::new();
+    img.write_to(&mut Cursor::new(&mut bytes), format)
+        .expect("encode the test image");
+    bytes
+}
+
 pub fn png(width: u32, height: u32) -> Vec<u8> {
     picture(width, height, ImageFormat::Png)
 }

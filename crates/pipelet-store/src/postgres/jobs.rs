@@ -8,10 +8,10 @@ use uuid::Uuid;
 use super::JOBS_CHANNEL;
 use super::gauge::QueuedGauge;
 use super::rows::{JOB_COLUMNS, job_from_row, result_json, text};
-use crate::dispatch::{Head, next_state, pick_head};
+use crate::dispatch::{Head, next_state, pick_head, recorded_detail};
 use crate::{
-    ClaimRequest, FailOutcome, HeartbeatReply, JobRecord, JobResult, JobState, Lease, LeaseRef,
-    ProgressUpdate, Result, StoreError, now_ms,
+    ClaimRequest, FailOutcome, Failure, HeartbeatReply, JobRecord, JobResult, JobState, Lease,
+    LeaseRef, ProgressUpdate, Result, StoreError, now_ms,
 };
 
 pub(super) async fn fetch_job(pool: &PgPool, id: Uuid) -> Result<Option<JobRecord>> {
@@ -228,13 +228,14 @@ pub(super) async fn fail(
     pool: &PgPool,
     gauge: &QueuedGauge,
     lease: &LeaseRef,
-    error: &str,
+    failure: &Failure,
     retryable: bool,
 ) -> Result<FailOutcome> {
     let write = gauge.write();
     let mut tx = pool.begin().await?;
     let job = leased_job(&mut tx, lease).await?;
-    let next = end_attempt(&mut tx, &job, error, retryable).await?;
+    let detail = recorded_detail(&job, failure);
+    let next = end_attempt(&mut tx, &job, &failure.reason, &detail, retryable).await?;
     tx.commit().await?;
     Ok(match next {
         JobState::Queued => {
@@ -247,22 +248,25 @@ pub(super) async fn fail(
 }
 
 /// Moves a running job (locked by the caller's transaction) to its next state after an
-/// attempt ended without a result, notifying workers when it is queued again.
+/// attempt ended without a result, recording the client's `reason` and the operators'
+/// `detail`, and notifying workers when it is queued again.
 pub(super) async fn end_attempt(
     tx: &mut sqlx::PgConnection,
     job: &JobRecord,
-    error: &str,
+    reason: &str,
+    detail: &str,
     retryable: bool,
 ) -> Result<JobState> {
     let next = next_state(job, retryable);
     let finished = next.is_terminal().then(now_ms);
     sqlx::query(
-        "UPDATE jobs SET state = $1, error = $2, finished_at = $3, lease_owner = NULL, \
-         lease_expires_at = NULL, progress_done = NULL, progress_total = NULL \
-         WHERE seq = $4 AND state = 'running' AND lease_token = $5",
+        "UPDATE jobs SET state = $1, error = $2, error_detail = $3, finished_at = $4, \
+         lease_owner = NULL, lease_expires_at = NULL, progress_done = NULL, \
+         progress_total = NULL WHERE seq = $5 AND state = 'running' AND lease_token = $6",
     )
     .bind(next.as_str())
-    .bind(text(error))
+    .bind(text(reason))
+    .bind(text(detail))
     .bind(finished)
     .bind(job.seq)
     .bind(job.lease_token)

@@ -54,8 +54,11 @@ mod jobs;
 mod keys;
 mod recovery;
 mod rows;
+mod server_lock;
 mod store_impl;
 mod wakeups;
+
+pub use server_lock::{SERVER_LOCK_KEY, ServerLock, ServerLockMode};
 
 use std::str::FromStr;
 use std::sync::Arc;

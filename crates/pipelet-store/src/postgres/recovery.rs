@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::gauge::QueuedGauge;
 use super::jobs::end_attempt;
 use super::rows::{JOB_COLUMNS, job_from_row, text};
-use crate::dispatch::stranded_error;
+use crate::dispatch::{LEASE_EXPIRED, SERVER_RESTARTED, log_stranded, stranded_error};
 use crate::{CancelOutcome, JobState, ReapOutcome, ReapedJob, Result, StoreError, now_ms};
 
 /// Which running jobs lost their holder.
@@ -30,18 +30,18 @@ pub(super) async fn end_stranded(
 ) -> Result<Vec<ReapedJob>> {
     let write = gauge.write();
     let mut tx = pool.begin().await?;
-    let (filter, lock, reason) = match which {
+    let (filter, lock, cause) = match which {
         Stranded::ExpiredBefore(_) => (
             "lease_expires_at < $1",
             "FOR UPDATE SKIP LOCKED",
-            "lease expired: the worker stopped heartbeating",
+            LEASE_EXPIRED,
         ),
         // Blocking (in seq order, so two releasers cannot deadlock): the row may be
         // briefly locked by a cancel or heartbeat and must still be released.
         Stranded::OwnerPrefix(_) => (
             "left(lease_owner, length($1::text)) = $1::text",
             "FOR UPDATE",
-            "the server restarted while the job was running",
+            SERVER_RESTARTED,
         ),
     };
     let sql = format!(
@@ -56,16 +56,23 @@ pub(super) async fn end_stranded(
     let mut ended = Vec::with_capacity(rows.len());
     for row in &rows {
         let job = job_from_row(row)?;
-        let error = stranded_error(&job, reason);
-        let next = end_attempt(&mut tx, &job, &error, true).await?;
-        ended.push((job, next));
+        let failure = stranded_error(&job, cause);
+        let detail = failure.detail.as_deref().unwrap_or(&failure.reason);
+        let next = end_attempt(&mut tx, &job, &failure.reason, detail, true).await?;
+        ended.push((job, next, failure));
     }
     tx.commit().await?;
-    let requeued = ended.iter().filter(|(_, n)| *n == JobState::Queued).count();
+    for (job, _, failure) in &ended {
+        log_stranded(job, failure);
+    }
+    let requeued = ended
+        .iter()
+        .filter(|(_, n, _)| *n == JobState::Queued)
+        .count();
     write.commit(requeued as i64);
     Ok(ended
         .into_iter()
-        .map(|(job, next)| ReapedJob {
+        .map(|(job, next, _)| ReapedJob {
             id: job.id,
             model_id: job.model_id,
             outcome: match next {

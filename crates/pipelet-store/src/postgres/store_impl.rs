@@ -13,8 +13,9 @@ use super::rows::{JOB_COLUMNS, job_from_row};
 use super::{PgStore, jobs, keys};
 use crate::keys::{KeyRecord, NewKey};
 use crate::{
-    CancelOutcome, ClaimRequest, FailOutcome, HeartbeatReply, JobCount, JobRecord, JobResult,
-    JobState, Lease, LeaseRef, NewJob, ProgressUpdate, ReapedJob, Result, Store, StoreError,
+    CancelOutcome, ClaimRequest, FailOutcome, Failure, HeartbeatReply, JobCount, JobRecord,
+    JobResult, JobState, Lease, LeaseRef, NewJob, ProgressUpdate, ReapedJob, Result, Store,
+    StoreError,
 };
 
 #[async_trait]
@@ -73,8 +74,13 @@ impl Store for PgStore {
         jobs::complete(&self.pool, lease, result).await
     }
 
-    async fn fail(&self, lease: &LeaseRef, error: &str, retryable: bool) -> Result<FailOutcome> {
-        jobs::fail(&self.pool, &self.gauge, lease, error, retryable).await
+    async fn fail(
+        &self,
+        lease: &LeaseRef,
+        failure: &Failure,
+        retryable: bool,
+    ) -> Result<FailOutcome> {
+        jobs::fail(&self.pool, &self.gauge, lease, failure, retryable).await
     }
 
     async fn ack_cancelled(&self, lease: &LeaseRef) -> Result<()> {

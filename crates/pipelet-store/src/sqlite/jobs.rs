@@ -11,10 +11,12 @@ use uuid::Uuid;
 
 use super::rows::{JOB_COLUMNS, job_from_row, result_json};
 use super::{PendingCreate, begin, finish, lock_index};
-use crate::dispatch::{Head, next_state, pick_head, stranded_error};
+use crate::dispatch::{
+    Head, StrandedCause, next_state, pick_head, recorded_detail, stranded_error,
+};
 use crate::{
-    CancelOutcome, ClaimRequest, FailOutcome, JobRecord, JobResult, JobState, Lease, LeaseRef,
-    NewJob, QueueIndex, ReapOutcome, ReapedJob, Result, StoreError, now_ms,
+    CancelOutcome, ClaimRequest, FailOutcome, Failure, JobRecord, JobResult, JobState, Lease,
+    LeaseRef, NewJob, QueueIndex, ReapOutcome, ReapedJob, Result, StoreError, now_ms,
 };
 
 pub(super) async fn load_index(conn: &mut SqliteConnection) -> Result<QueueIndex> {
@@ -264,23 +266,26 @@ pub(super) async fn complete(
     finish(conn, done).await
 }
 
-/// Moves a running job to its next state after an attempt ended without a result.
-/// Returns the new state. Caller holds the transaction.
+/// Moves a running job to its next state after an attempt ended without a result,
+/// recording the client's `reason` and the operators' `detail`. Returns the new state.
+/// Caller holds the transaction.
 async fn end_attempt(
     conn: &mut SqliteConnection,
     job: &JobRecord,
-    error: &str,
+    reason: &str,
+    detail: &str,
     retryable: bool,
 ) -> Result<JobState> {
     let next = next_state(job, retryable);
     let finished = next.is_terminal().then(now_ms);
     sqlx::query(
-        "UPDATE jobs SET state = ?, error = ?, finished_at = ?, lease_owner = NULL, \
-         lease_expires_at = NULL, progress_done = NULL, progress_total = NULL \
-         WHERE seq = ? AND state = 'running'",
+        "UPDATE jobs SET state = ?, error = ?, error_detail = ?, finished_at = ?, \
+         lease_owner = NULL, lease_expires_at = NULL, progress_done = NULL, \
+         progress_total = NULL WHERE seq = ? AND state = 'running'",
     )
     .bind(next.as_str())
-    .bind(error)
+    .bind(reason)
+    .bind(detail)
     .bind(finished)
     .bind(job.seq)
     .execute(&mut *conn)
@@ -293,13 +298,14 @@ pub(super) async fn fail(
     index: &Mutex<QueueIndex>,
     available: &Notify,
     lease: &LeaseRef,
-    error: &str,
+    failure: &Failure,
     retryable: bool,
 ) -> Result<FailOutcome> {
     begin(conn).await?;
     let ended = async {
         let job = leased_job(conn, lease).await?;
-        let next = end_attempt(conn, &job, error, retryable).await?;
+        let detail = recorded_detail(&job, failure);
+        let next = end_attempt(conn, &job, &failure.reason, &detail, retryable).await?;
         Ok((job, next))
     }
     .await;
@@ -346,7 +352,7 @@ pub(super) async fn end_stranded(
     available: &Notify,
     filter_sql: &str,
     param: String,
-    reason: &str,
+    cause: StrandedCause,
 ) -> Result<Vec<ReapedJob>> {
     begin(conn).await?;
     let ended = async {
@@ -359,20 +365,24 @@ pub(super) async fn end_stranded(
         let mut ended = Vec::with_capacity(rows.len());
         for row in rows {
             let job = job_from_row(&row)?;
-            let error = stranded_error(&job, reason);
-            let next = end_attempt(conn, &job, &error, true).await?;
-            ended.push((job, next));
+            let failure = stranded_error(&job, cause);
+            let detail = failure.detail.as_deref().unwrap_or(&failure.reason);
+            let next = end_attempt(conn, &job, &failure.reason, detail, true).await?;
+            ended.push((job, next, failure));
         }
         Ok(ended)
     }
     .await;
     let ended = finish(conn, ended).await?;
+    for (job, _, failure) in &ended {
+        crate::dispatch::log_stranded(job, failure);
+    }
     let mut requeued = false;
     let reaped = {
         let mut index = lock_index(index);
         ended
             .into_iter()
-            .map(|(job, next)| {
+            .map(|(job, next, _)| {
                 let outcome = match next {
                     JobState::Queued => {
                         index.insert(job.pipeline, job.priority, job.seq);

@@ -9,10 +9,12 @@ use uuid::Uuid;
 
 use super::rows::{JOB_COLUMNS, job_from_row};
 use super::{SqliteStore, jobs, keys};
+use crate::dispatch::{LEASE_EXPIRED, SERVER_RESTARTED};
 use crate::keys::{KeyRecord, NewKey};
 use crate::{
-    CancelOutcome, ClaimRequest, FailOutcome, HeartbeatReply, JobCount, JobRecord, JobResult,
-    JobState, Lease, LeaseRef, NewJob, ProgressUpdate, ReapedJob, Result, Store, StoreError,
+    CancelOutcome, ClaimRequest, FailOutcome, Failure, HeartbeatReply, JobCount, JobRecord,
+    JobResult, JobState, Lease, LeaseRef, NewJob, ProgressUpdate, ReapedJob, Result, Store,
+    StoreError,
 };
 
 #[async_trait]
@@ -116,14 +118,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn fail(&self, lease: &LeaseRef, error: &str, retryable: bool) -> Result<FailOutcome> {
+    async fn fail(
+        &self,
+        lease: &LeaseRef,
+        failure: &Failure,
+        retryable: bool,
+    ) -> Result<FailOutcome> {
         let mut conn = self.writer.lock().await;
         let outcome = jobs::fail(
             &mut conn,
             &self.index,
             &self.available,
             lease,
-            error,
+            failure,
             retryable,
         )
         .await?;
@@ -146,7 +153,7 @@ impl Store for SqliteStore {
             &self.available,
             "lease_expires_at < CAST(? AS INTEGER)",
             now_ms.to_string(),
-            "lease expired: the worker stopped heartbeating",
+            LEASE_EXPIRED,
         )
         .await?;
         for job in &reaped {
@@ -165,7 +172,7 @@ impl Store for SqliteStore {
             &self.available,
             "substr(lease_owner, 1, length(?1)) = ?1",
             owner_prefix.to_string(),
-            "the server restarted while the job was running",
+            SERVER_RESTARTED,
         )
         .await?;
         for job in &released {
