@@ -33,6 +33,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fp8", action="store_true", help="store the transformers' weights in FP8 (layerwise casting; compute stays in --dtype)")
     p.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory at 720p)")
     p.add_argument("--max-loaded", type=int, default=1, help="pipelines kept in memory at once (default 1: t2v and i2v each need a whole A14B)")
+    p.add_argument("--attention", default="sdpa", choices=["sdpa", "flash", "auto"], help="attention kernel: sdpa (PyTorch), flash (the flash-attn package), auto (flash when installed)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks once per loaded pipeline")
+    p.add_argument(
+        "--serve",
+        action="append",
+        default=[],
+        metavar="PIPELINE=MODEL",
+        help="a pipeline this runner will be asked to load (t2v=/models/t2v); its memory plan is checked at start",
+    )
+    p.add_argument("--gpu-memory", type=float, metavar="GIB", help="check the memory plan against this many GiB instead of the device's free memory (also on CPU)")
+    p.add_argument("--skip-memory-check", action="store_true", help="start even if the memory plan does not fit")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -80,13 +91,54 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.offload != "none" and not device.startswith("cuda"):
         log.warning("--offload %s has no effect on %s", args.offload, device)
-    options = Options(device=device, dtype=dtype, offload=args.offload, fp8=args.fp8, vae_tiling=args.vae_tiling, max_loaded=args.max_loaded)
-    extra = {"runner": f"pipelet-wan {__version__}", "offload": args.offload, "fp8": args.fp8, "pid": os.getpid()}
+    from .pipelines import attention_backend
+
+    try:
+        backend = attention_backend(args.attention, device)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
+    options = Options(
+        device=device,
+        dtype=dtype,
+        offload=args.offload,
+        fp8=args.fp8,
+        vae_tiling=args.vae_tiling,
+        max_loaded=args.max_loaded,
+        attention=args.attention,
+        compile=args.compile,
+    )
+    extra = {
+        "runner": f"pipelet-wan {__version__}",
+        "offload": args.offload,
+        "fp8": args.fp8,
+        "attention": backend,
+        "compile": args.compile,
+        "pid": os.getpid(),
+    }
+    free = None
+    where = device
     if device.startswith("cuda"):
         index = torch.device(device).index or 0
         props = torch.cuda.get_device_properties(index)
         extra["device_name"] = props.name
         extra["device_memory_bytes"] = props.total_memory
+        free = torch.cuda.mem_get_info(index)[0]
+        where = f"{device} ({props.name})"
+    if args.gpu_memory is not None:
+        free = int(args.gpu_memory * (1 << 30))
+        where = f"--wan-gpu-memory {args.gpu_memory:g}"
+    if free is not None and args.serve:
+        try:
+            message = memory_check(args, options, free, where, log)
+        except ValueError as e:
+            log.error("%s", e)
+            return 2
+        if message is not None:
+            if not args.skip_memory_check:
+                log.error("refusing to start: %s", message)
+                return 2
+            log.warning("the memory plan does not fit, starting anyway (--skip-memory-check): %s", message)
     versions = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -103,6 +155,29 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         log.info("the worker closed the pipe")
         return 0
+
+
+def memory_check(args, options, free: int, where: str, log) -> str | None:
+    """``None`` if the pipelines in ``--serve`` fit ``free`` bytes with these options,
+    else why not (see ``memory.py``)."""
+    from . import memory
+
+    pipelines = {}
+    for item in args.serve:
+        name, _, model = item.partition("=")
+        if name not in ("t2v", "i2v") or not model:
+            raise ValueError(f"--serve {item!r}: expected t2v=MODEL or i2v=MODEL")
+        try:
+            configs, source = memory.configs_of(model, name)
+        except ValueError as e:
+            log.warning("memory check: %s; assuming the published A14B sizes", e)
+            configs, source = memory.PUBLISHED[name], "the published A14B sizes"
+        log.info("memory plan for %s from %s", name, source)
+        pipelines[name] = configs
+    setup = memory.Setup(offload=options.offload, fp8=options.fp8, vae_tiling=options.vae_tiling, dtype=options.dtype, max_loaded=options.max_loaded)
+    need, detail = memory.needed(pipelines, setup)
+    log.info("memory plan: ~%.1f GiB of GPU memory for %s; %.1f GiB available on %s", need / (1 << 30), detail, free / (1 << 30), where)
+    return memory.check_fit(pipelines, setup, free, where)
 
 
 def exit_now(code: int) -> None:

@@ -3,10 +3,14 @@
 - t2v is diffusers' ``WanPipeline``, i2v its ``WanImageToVideoPipeline``, both with the
   Wan 2.2 A14B layout: a high-noise expert (``transformer``) and a low-noise one
   (``transformer_2``) switched at ``boundary_ratio``.
-- LoRAs (the Wan2.2-Lightning 4-step distillation) are loaded per expert, fused into the
-  weights and dropped, so they cost nothing per step. A pipeline loaded with LoRAs
-  defaults to guidance 1.0 (no classifier-free guidance, as the distillation expects);
-  one without uses the pipeline's default guidance.
+- LoRAs (the Wan2.2-Lightning 4-step distillation) are merged into their expert's weights
+  by :mod:`.loras` (every published key layout, converted here), so they cost nothing per
+  step. A pipeline loaded with LoRAs samples with the published Lightning recipe
+  (:mod:`.sampling`: Euler, shift 5, guidance 1.0); one without uses the checkpoint's own
+  scheduler and the pipeline's default guidance.
+- Speed options: FP8 weight storage, VAE tiling, the attention backend (PyTorch SDPA, or
+  FlashAttention when installed) and ``torch.compile`` of the transformer blocks, compiled
+  once per loaded pipeline and reused by every job.
 - Denoising runs with ``output_type="latent"``; this module decodes the latents itself,
   so a cancelled job skips the VAE decode (the pipeline would decode a half-denoised
   video after an interrupt) and decoding is a progress task of its own.
@@ -57,6 +61,10 @@ class Options:
     fp8: bool = False
     vae_tiling: bool = False
     max_loaded: int = 1
+    attention: str = "sdpa"  # sdpa | flash | auto
+    compile: bool = False
+    # torch.compile backend; tests use "eager" (graph capture without a C++ toolchain).
+    compile_backend: str = "inductor"
 
 
 @dataclass
@@ -161,42 +169,8 @@ class Pipelines:
         if cmd.pipeline == "i2v" and pipe.config.get("expand_timesteps", False):
             raise ValueError("Wan 2.2 TI2V-5B checkpoints (expand_timesteps) are not supported")
         pipe.set_progress_bar_config(disable=True)
-        self._apply_loras(pipe, cmd)
-        if opts.fp8:
-            # Weights stored in FP8, computed in the pipeline dtype: about half the memory.
-            for name in ("transformer", "transformer_2"):
-                getattr(pipe, name).enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
-        if opts.vae_tiling:
-            pipe.vae.enable_tiling()
-        if opts.device.startswith("cuda") and opts.offload == "model":
-            pipe.enable_model_cpu_offload(device=opts.device)
-        elif opts.device.startswith("cuda") and opts.offload == "sequential":
-            pipe.enable_sequential_cpu_offload(device=opts.device)
-        else:
-            pipe.to(opts.device)
+        configure(pipe, cmd, opts)
         return pipe
-
-    @staticmethod
-    def _apply_loras(pipe, cmd: Load) -> None:
-        """Load ``cmd.loras`` into their experts, fuse them into the weights, drop the LoRA layers."""
-        for i, lora in enumerate(cmd.loras):
-            if not os.path.isfile(lora.path):
-                raise FileNotFoundError(f"LoRA file {lora.path} does not exist")
-            name = f"{lora.expert}_{i}"
-            pipe.load_lora_weights(
-                os.path.dirname(os.path.abspath(lora.path)),
-                weight_name=os.path.basename(lora.path),
-                adapter_name=name,
-                load_into_transformer_2=lora.expert == "low",
-            )
-            log.info("LoRA %s loaded into the %s-noise expert", lora.path, lora.expert)
-        # Fuse each adapter into its expert's weights at its own scale, then drop the
-        # LoRA layers: no per-step cost remains.
-        for i, lora in enumerate(cmd.loras):
-            component = "transformer_2" if lora.expert == "low" else "transformer"
-            pipe.fuse_lora(components=[component], adapter_names=[f"{lora.expert}_{i}"], lora_scale=lora.scale)
-        if cmd.loras:
-            pipe.unload_lora_weights()
 
     def generate(self, job: Generate, cancelled: Callable[[], bool], report: Callable[[int, int, str], None]) -> np.ndarray:
         """Denoise and decode ``job``; returns float frames (F, H, W, 3) in [0, 1].
@@ -259,6 +233,76 @@ class Pipelines:
             pipe.maybe_free_model_hooks()
         report(total - 1, total, "encode")
         return frames
+
+
+def configure(pipe, cmd: Load, opts: Options) -> None:
+    """Merge ``cmd``'s LoRAs, choose the sampler, apply the memory and speed options and
+    place ``pipe`` on the device (the one path for loads and for ``bench``)."""
+    import torch
+
+    from . import loras, sampling
+
+    cuda = opts.device.startswith("cuda")
+    if cuda and opts.offload == "none":
+        # Merge on the GPU: a few seconds instead of a minute of CPU matmuls.
+        pipe.to(opts.device)
+    for lora in cmd.loras:
+        if not os.path.isfile(lora.path):
+            raise FileNotFoundError(f"LoRA file {lora.path} does not exist")
+        expert = pipe.transformer if lora.expert == "high" else pipe.transformer_2
+        report = loras.merge(expert, lora.path, lora.scale, compute_device=opts.device if cuda else None)
+        log.info("LoRA %s (%s layout) merged into the %s-noise expert: %d tensors", lora.path, report.layout, lora.expert, report.updated)
+    if cmd.loras:
+        pipe.scheduler = sampling.lightning_scheduler()
+    plan = sampling.describe(pipe, 4)
+    log.info("%s sampling: %s, shift %s; 4 steps: timesteps %s, experts %s", cmd.pipeline, plan["scheduler"], plan["shift"], [round(t, 2) for t in plan["timesteps"]], plan["experts"])
+    dtype = torch_dtype(opts.dtype)
+    transformers = [m for m in (pipe.transformer, getattr(pipe, "transformer_2", None)) if m is not None]
+    if opts.fp8:
+        # Weights stored in FP8, computed in the pipeline dtype: about half the memory.
+        for model in transformers:
+            model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+    if opts.vae_tiling:
+        pipe.vae.enable_tiling()
+    backend = attention_backend(opts.attention, opts.device)
+    if backend != "native":
+        for model in transformers:
+            model.set_attention_backend(backend)
+    if opts.compile:
+        # Regional compilation: the 40 identical blocks share one compiled graph, so it
+        # compiles in seconds, once per loaded pipeline; later jobs reuse it (a new video
+        # size recompiles once, then dynamic shapes cover the rest).
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        for model in transformers:
+            model.compile_repeated_blocks(backend=opts.compile_backend)
+    if cuda and opts.offload == "model":
+        pipe.enable_model_cpu_offload(device=opts.device)
+    elif cuda and opts.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=opts.device)
+    else:
+        pipe.to(opts.device)
+
+
+def flash_attention_available() -> bool:
+    """Whether the ``flash-attn`` package can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def attention_backend(choice: str, device: str) -> str:
+    """The diffusers attention backend for ``--attention``: ``native`` (PyTorch SDPA, which
+    picks its own flash/memory-efficient kernel on CUDA) or ``flash`` (the flash-attn
+    package). ``auto`` takes FlashAttention on CUDA when it is installed."""
+    if choice == "sdpa":
+        return "native"
+    if choice == "flash":
+        if not flash_attention_available():
+            raise ValueError("--attention flash needs the flash-attn package (pip install flash-attn), or use --attention sdpa")
+        return "flash"
+    if choice == "auto":
+        return "flash" if device.startswith("cuda") and flash_attention_available() else "native"
+    raise ValueError(f"unknown attention backend {choice!r} (sdpa, flash or auto)")
 
 
 def decode(pipe, latents):

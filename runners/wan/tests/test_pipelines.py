@@ -56,3 +56,39 @@ def test_loading_the_same_pipeline_twice_is_a_no_op_and_fp8_storage_renders(tiny
     assert pipes.load(Load("t2v", str(tiny_models / "t2v"))) is first
     frames = pipes.generate(job(), lambda: False, lambda *a: None)
     assert frames.shape == (5, 48, 64, 3) and np.isfinite(frames).all()
+
+
+def test_compiled_blocks_give_the_same_video_and_are_reused_across_jobs(tiny_models):
+    import torch._dynamo
+
+    want = Pipelines(Options())
+    want.load(Load("t2v", str(tiny_models / "t2v")))
+    expected = want.generate(job(), lambda: False, lambda *a: None)
+    # The eager backend captures the same graphs as inductor without a C++ toolchain.
+    pipes = Pipelines(Options(compile=True, compile_backend="eager"))
+    resident = pipes.load(Load("t2v", str(tiny_models / "t2v")))
+    for model in (resident.pipe.transformer, resident.pipe.transformer_2):
+        assert all(getattr(b, "_compiled_call_impl", None) is not None for b in model.blocks)
+    torch._dynamo.utils.counters.clear()
+    first = pipes.generate(job(), lambda: False, lambda *a: None)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert graphs > 0, "the blocks were compiled"
+    np.testing.assert_allclose(first, expected, atol=1e-5)
+    second = pipes.generate(job(seed=4), lambda: False, lambda *a: None)
+    assert second.shape == expected.shape
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs, "the second job reuses the compiled graphs"
+
+
+def test_attention_backends():
+    from pipelet_wan.pipelines import attention_backend, flash_attention_available
+
+    assert attention_backend("sdpa", "cuda") == "native"
+    assert attention_backend("auto", "cpu") == "native"
+    if not flash_attention_available():
+        assert attention_backend("auto", "cuda") == "native"
+        try:
+            attention_backend("flash", "cuda")
+        except ValueError as e:
+            assert "pip install flash-attn" in str(e)
+        else:
+            raise AssertionError("flash without flash-attn must be refused")
