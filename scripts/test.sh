@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine of this kind: installs what the tests need
-# (ffmpeg for ffprobe, chromium and node modules for the browser test), checks
-# formatting and lints, then runs every test: Rust (SQLite and PostgreSQL stores,
-# HTTP API, real-process crash tests), the web playground in headless Chromium, and the
-# Wan runner on CPU with tiny models.
+# (ffmpeg for ffprobe, chromium and node modules for the browser test, nginx and
+# docker-compose for the deployment check), checks formatting and lints, then runs every
+# test: Rust (SQLite and PostgreSQL stores, HTTP API, real-process crash tests), the web
+# playground in headless Chromium, the deployment files, and the Wan runner on CPU with
+# tiny models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,11 @@ echo "==> cargo test"
 cargo test --workspace --locked
 
 ./scripts/browser-test.sh
+
+# The deployment files (deploy/, Dockerfile): nginx in front of the binary just built,
+# the systemd units, the compose and Kubernetes schemas; the image only where a Docker
+# engine answers.
+PIPELET_BIN=target/debug/pipelet ./scripts/deploy-check.sh
 
 # The Wan runner: Python tests and server → worker → runner end to end with tiny
 # models (builds a cached virtualenv with torch and diffusers on first use).
