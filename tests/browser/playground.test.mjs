@@ -9,7 +9,7 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -289,6 +289,33 @@ test('image-to-video: upload an image with a preview, then play the result', asy
   assert.deepEqual(recent.slice(0, 2), ['COMPLETED', 'COMPLETED']);
 });
 
+test('the recent list comes from the server: a request made elsewhere is listed', async () => {
+  const shown = await page.textContent('#job-id');
+  const before = await page.$$eval('#recent li', (lis) => lis.map((li) => li.dataset.id));
+  assert.ok(before.length >= 2, 'the earlier tests made two requests');
+  // Made with plain HTTP (as curl would), not through this page.
+  const res = await fetch(baseUrl + '/queue/wan22-fast-t2v', {
+    method: 'POST',
+    headers: { Authorization: 'Bearer ' + adminKey, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ prompt: 'made with curl', width: 512, height: 512, duration: 1 }),
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  const { request_id: id } = await res.json();
+  // Another browser knows nothing of the earlier requests: forget them, then reload.
+  await page.evaluate(() => localStorage.removeItem('pipelet.recent'));
+  await page.reload();
+  await page.waitForSelector('#app', { state: 'visible' });
+  await page.waitForSelector(`#recent li[data-id="${id}"]`);
+  const listed = await page.$$eval('#recent li', (lis) => lis.map((li) => li.dataset.id));
+  assert.equal(listed[0], id, 'newest first');
+  assert.deepEqual(listed.slice(1, 1 + before.length), before, 'the earlier requests too, in order');
+  assert.match(await page.textContent(`#recent li[data-id="${id}"]`), /wan22-fast-t2v/);
+  // Opening an entry from the list shows that request (the earlier one, for the tests after this).
+  await page.click(`#recent li[data-id="${shown}"]`);
+  await page.waitForFunction((want) => document.getElementById('job-id').textContent === want
+    && document.getElementById('job').dataset.status === 'COMPLETED', shown);
+});
+
 test("the server's detail is shown when it refuses a request", async () => {
   await page.selectOption('#model', 'wan22-fast-i2v');
   await page.setInputFiles('#image', { name: 'strip.png', mimeType: 'image/png', buffer: makePng(400, 40) });
@@ -298,7 +325,52 @@ test("the server's detail is shown when it refuses a request", async () => {
   await page.waitForSelector('#alert', { state: 'visible' });
   const text = await page.textContent('#alert-text');
   assert.match(text, /aspect ratio/, text);
+  // The detail names the field itself: the page does not say it twice.
+  assert.doesNotMatch(text, /data_uri: data_uri/, text);
   assert.equal(await page.getAttribute('#image', 'aria-invalid'), 'true');
+
+  // A good image makes the refusal stale: the banner and the mark on the input go.
+  await page.setInputFiles('#image', { name: 'square.png', mimeType: 'image/png', buffer: makePng(64, 64) });
+  await page.waitForSelector('#alert', { state: 'hidden' });
+  assert.equal(await page.getAttribute('#image', 'aria-invalid'), null);
+});
+
+test('an error found by the page goes once the input is fixed', async () => {
+  await page.selectOption('#model', 'wan22-fast-t2v');
+  await page.fill('#prompt', '');
+  await page.click('#submit');
+  await page.waitForSelector('#alert', { state: 'visible' });
+  assert.match(await page.textContent('#alert-text'), /write what the video should show/);
+  assert.equal(await page.getAttribute('#prompt', 'aria-invalid'), 'true');
+  // Whitespace is still no prompt: the error stays.
+  await page.fill('#prompt', '   ');
+  assert.equal(await page.isVisible('#alert'), true);
+  await page.fill('#prompt', 'A lighthouse at night');
+  await page.waitForSelector('#alert', { state: 'hidden' });
+  assert.equal(await page.getAttribute('#prompt', 'aria-invalid'), null);
+});
+
+test('the /docs Try-it box prints a curl command that works when pasted into a shell', async () => {
+  const id = await page.textContent('#job-id');
+  const jobModel = (await page.textContent('#job-model')).split(' ')[0];
+  assert.match(id, /^[0-9a-f-]{36}$/, 'an earlier test made a request');
+  await page.goto(baseUrl + '/docs#op-status');
+  // The key comes from the playground's storage (the same browser).
+  await page.waitForSelector('#op-status .try button.primary', { state: 'visible' });
+  assert.equal(await page.inputValue('#key'), adminKey);
+  const param = (name) => page.locator('#op-status .try label').filter({ has: page.locator(`span:text-is("${name}")`) }).locator('input');
+  await param('model_id').fill(jobModel);
+  await param('id').fill(id);
+  await page.click('#op-status .try button.primary');
+  await page.waitForSelector('#op-status .try pre.curl', { state: 'visible' });
+  const curl = await page.textContent('#op-status .try pre.curl');
+  assert.match(curl, /-H "Authorization: Bearer \$KEY"/, curl);
+  assert.ok(!curl.includes(adminKey), 'the key itself is not printed');
+  assert.match(curl, /KEY=/, 'it says where KEY comes from');
+
+  // Pasted into bash with KEY set, it is let in and answers the status.
+  const out = execFileSync('bash', ['-c', curl], { env: { ...process.env, KEY: adminKey }, timeout: 30_000 }).toString();
+  assert.equal(JSON.parse(out).status, 'COMPLETED', out);
 });
 
 test('the page raised no script errors', () => {

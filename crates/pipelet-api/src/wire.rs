@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::spec::InputError;
 
 mod create;
+mod history;
 mod result;
 
 pub use create::CreateRequest;
+pub use history::{RequestList, RequestSummary};
 pub use result::{ResultResponse, VIDEO_CONTENT_TYPE, VideoResult};
 
 /// `POST /queue/{model_id}` → 200.
@@ -132,6 +134,23 @@ pub struct StatusMessages {
     /// (the worker, the raw error); `error` and `detail_message` stay plain for clients.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub internal_detail: Option<String>,
+    /// In progress, once it can be estimated: the whole job's expected time in seconds
+    /// (where the public pipelet service puts it; the status also has a top-level copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_total_time_seconds: Option<f64>,
+    /// In progress: `true` once a forced cancel asked the worker to stop (the job then
+    /// ends `CANCELLED`); `detail_message` keeps its `Progress: i/N Tasks done` form.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<bool>,
+    /// Finished requests (RFC 3339): when the result and input image are deleted under
+    /// the server's retention (`--result-ttl`, or `--job-ttl` if that comes first);
+    /// absent when they are kept forever. Later than this the result answers 410 Gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// COMPLETED requests whose result was deleted (RFC 3339): when. The status stays
+    /// `COMPLETED`; the result answers 410 Gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<String>,
 }
 
 impl StatusMessages {
@@ -232,6 +251,23 @@ pub struct StatusResponse {
     /// The whole job's expected time, while in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_total_time_seconds: Option<f64>,
+    /// `IN_QUEUE` only, and then always present: the expected seconds until a worker
+    /// starts this request, from its position, the workers serving its pipeline and
+    /// recent run times; `null` when no worker serves the pipeline right now.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_or_null"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
+    pub estimated_start_seconds: Option<Option<f64>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
+fn present_or_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
 }
 
 impl StatusResponse {
@@ -251,6 +287,7 @@ impl StatusResponse {
             logs: None,
             progress: None,
             estimated_total_time_seconds: None,
+            estimated_start_seconds: None,
         }
     }
 
@@ -265,8 +302,20 @@ impl StatusResponse {
         self
     }
 
+    /// Sets `estimated_total_time_seconds`, at the top level and in `statusMessages`; a
+    /// value that is not finite is dropped.
     pub fn with_estimate(mut self, total_seconds: f64) -> Self {
-        self.estimated_total_time_seconds = total_seconds.is_finite().then_some(total_seconds);
+        let total = total_seconds.is_finite().then_some(total_seconds);
+        self.estimated_total_time_seconds = total;
+        self.status_messages.estimated_total_time_seconds = total;
+        self
+    }
+
+    /// Sets `estimated_start_seconds` of an `IN_QUEUE` status (`None`: `null`, no worker
+    /// serves the pipeline); other statuses leave it out.
+    pub fn with_start_estimate(mut self, seconds: Option<f64>) -> Self {
+        self.estimated_start_seconds = (self.status == JobStatus::InQueue)
+            .then(|| seconds.filter(|s| s.is_finite()).map(|s| s.max(0.0)));
         self
     }
 }

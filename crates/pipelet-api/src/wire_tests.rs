@@ -75,11 +75,36 @@ fn in_progress_status_matches_the_contract() {
     );
     assert_eq!(
         v["statusMessages"],
-        json!({"message": "PROCESSING", "detail_message": "Progress: 4/24 Tasks done"})
+        json!({"message": "PROCESSING", "detail_message": "Progress: 4/24 Tasks done",
+               "estimated_total_time_seconds": 90.0})
     );
     assert_eq!(v["estimated_total_time_seconds"], 90.0);
     assert!((v["progress"].as_f64().unwrap() - 1.0 / 6.0).abs() < 1e-9);
     assert!(v["logs"].is_null());
+    assert!(
+        v.get("estimated_start_seconds").is_none(),
+        "only IN_QUEUE has a start estimate"
+    );
+}
+
+#[test]
+fn queued_status_always_has_a_start_estimate_or_null() {
+    let queued = StatusResponse::new(JobStatus::InQueue, "r", URL, Some(2));
+    let v = serde_json::to_value(queued.clone().with_start_estimate(Some(12.5))).unwrap();
+    assert_eq!(v["estimated_start_seconds"], 12.5);
+    let v = serde_json::to_value(queued.clone().with_start_estimate(None)).unwrap();
+    assert!(
+        v.get("estimated_start_seconds")
+            .is_some_and(|e| e.is_null()),
+        "no worker: present and null: {v}"
+    );
+    let back: StatusResponse = serde_json::from_value(v).unwrap();
+    assert_eq!(back.estimated_start_seconds, Some(None));
+    let v = serde_json::to_value(queued.with_start_estimate(Some(f64::NAN))).unwrap();
+    assert!(v["estimated_start_seconds"].is_null(), "{v}");
+    let running =
+        StatusResponse::new(JobStatus::InProgress, "r", URL, None).with_start_estimate(Some(3.0));
+    assert_eq!(running.estimated_start_seconds, None);
 }
 
 #[test]

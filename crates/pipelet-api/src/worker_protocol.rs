@@ -27,6 +27,21 @@ pub struct ClaimBody {
     /// (`MAX_CLAIM_WAIT_MS`); 0 answers at once.
     #[serde(default)]
     pub wait_ms: u64,
+    /// The renderer this worker runs (`preview` or `wan`): it decides how many tasks a
+    /// job has, so the status can say `Progress: 0/N Tasks done` from the claim on.
+    /// Left out: `wan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+}
+
+/// How many progress tasks a job has on `backend`, as its runner counts them: the
+/// preview renderer one per frame plus the file write, Wan one per denoising step plus
+/// the VAE decode and the encode. An unknown or missing backend counts as Wan.
+pub fn expected_tasks(backend: Option<&str>, spec: &JobSpec) -> u32 {
+    match backend {
+        Some("preview") => spec.num_frames.saturating_add(1),
+        _ => spec.steps.saturating_add(2),
+    }
 }
 
 /// 200 answer to a claim (204 when no job came within `wait_ms`).

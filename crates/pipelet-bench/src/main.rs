@@ -24,7 +24,10 @@
 //!    PostgreSQL server): phases 1 and 2 plus claims/s (`--claim-workers` worker-API
 //!    loops of claim + finish) on SQLite and then on PostgreSQL, each on a fresh store,
 //!    reported as PostgreSQL/SQLite ratios.
-//! 5. **preview render**: 81 frames at 832x480 and 1280x720, t2v and i2v, in process
+//! 5. **eta** ([`eta`], opt-in: `--eta`, or `--only eta` alone): the queue-time estimate
+//!    `estimated_start_seconds` against the real start times, on 200 requests
+//!    (`--eta-jobs`) with two workers played through the worker API.
+//! 6. **preview render**: 81 frames at 832x480 and 1280x720, t2v and i2v, in process
 //!    through `pipelet_runner::preview::PreviewRunner`, wall and process CPU time
 //!    (target: 832x480 in under 2 s of one core).
 //!
@@ -32,6 +35,7 @@
 
 mod dispatch;
 mod engines;
+mod eta;
 mod load;
 mod render;
 mod server;
@@ -111,6 +115,13 @@ struct Args {
     /// Skip the dispatch phase.
     #[arg(long)]
     no_dispatch: bool,
+    /// Also run the eta phase: the queue-time estimate against the real start times
+    /// (about 70 s more).
+    #[arg(long)]
+    eta: bool,
+    /// Measured requests of the eta phase.
+    #[arg(long, default_value_t = 200)]
+    eta_jobs: usize,
     /// Keep the temporary directory (data dirs, server and worker logs) and print its
     /// path, to inspect a run afterwards.
     #[arg(long)]
@@ -139,6 +150,7 @@ enum Only {
     Health,
     Dispatch,
     Engines,
+    Eta,
 }
 
 fn main() -> std::process::ExitCode {
@@ -156,6 +168,7 @@ struct Results {
     http: Option<HttpResults>,
     dispatch: Option<Vec<ModeReport>>,
     engines: Option<engines::Report>,
+    eta: Option<eta::Report>,
     renders: Vec<RenderCase>,
 }
 
@@ -189,15 +202,23 @@ fn run(args: Args) -> anyhow::Result<()> {
         only: match args.only {
             Some(Only::Status) => Some(load::Endpoint::Status),
             Some(Only::Health) => Some(load::Endpoint::Health),
-            Some(Only::Dispatch | Only::Engines) | None => None,
+            Some(Only::Dispatch | Only::Engines | Only::Eta) | None => None,
         },
     };
-    let only_other = matches!(args.only, Some(Only::Dispatch | Only::Engines));
+    let only_other = matches!(args.only, Some(Only::Dispatch | Only::Engines | Only::Eta));
     let run_http = !args.no_server && !only_other;
     let run_dispatch =
         !args.no_server && !args.no_dispatch && matches!(args.only, None | Some(Only::Dispatch));
     let run_engines = !args.no_server
         && (args.only == Some(Only::Engines) || (args.engines && args.only.is_none()));
+    let run_eta =
+        !args.no_server && (args.only == Some(Only::Eta) || (args.eta && args.only.is_none()));
+    if args.only == Some(Only::Eta) && args.no_server {
+        bail!("--only eta needs the server (drop --no-server)");
+    }
+    if run_eta && args.eta_jobs == 0 {
+        bail!("--eta-jobs must be at least 1");
+    }
     let run_render = !args.no_render && !only_other;
     if args.only == Some(Only::Engines) && args.no_server {
         bail!("--only engines needs the server (drop --no-server)");
@@ -216,7 +237,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let mut server_bin = None;
     let mut build_time = Duration::ZERO;
-    if run_http || run_dispatch || run_engines {
+    if run_http || run_dispatch || run_engines || run_eta {
         let building = Instant::now();
         server_bin = Some(server::find_or_build(
             args.server_bin.as_deref(),
@@ -262,6 +283,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
 
+    let eta = match &server_bin {
+        Some(bin) if run_eta => {
+            let plan = eta::Plan {
+                jobs: args.eta_jobs,
+                rust_log: args.server_log.clone(),
+            };
+            Some(eta::run(bin, tmp.path(), &plan)?)
+        }
+        _ => None,
+    };
+
     let renders = if !run_render {
         Vec::new()
     } else {
@@ -281,6 +313,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         http,
         dispatch,
         engines,
+        eta,
         renders,
     };
     print_report(
@@ -498,6 +531,9 @@ fn print_report(
     if let Some(report) = &results.engines {
         engines::print(report, &mut summary);
     }
+    if let Some(report) = &results.eta {
+        print_eta(report, &mut summary);
+    }
     if !renders.is_empty() {
         println!();
         println!(
@@ -555,6 +591,55 @@ fn spread_json(s: Spread) -> serde_json::Value {
         "p90": round(s.p90, 3),
         "max": round(s.max, 3),
     })
+}
+
+fn print_eta(report: &eta::Report, summary: &mut serde_json::Value) {
+    let e = eta::errors(report);
+    let deepest = report.samples.iter().map(|s| s.position).max().unwrap_or(0);
+    println!();
+    println!(
+        "eta: estimated_start_seconds vs the real start, {} requests, {} workers, Poisson \
+         arrivals at {:.2}x their capacity; run times = the contract's 90 s (480p) / 180 s \
+         (720p) x {} x U[0.75, 1.25], mean {:.3} s; {} warm-up jobs first",
+        report.jobs,
+        eta::WORKERS,
+        eta::LOAD,
+        eta::TIME_SCALE,
+        report.mean_run_s,
+        eta::WARMUP_JOBS
+    );
+    println!(
+        "  estimated while IN_QUEUE: {} (deepest position {deepest}); started before \
+         their first poll: {}; null estimates: {}",
+        report.samples.len(),
+        report.started_before_poll,
+        report.null_estimates
+    );
+    println!(
+        "  real wait: mean {:.3} s; |estimate - real|: mean {:.3} s, p50 {:.3} s, p90 {:.3} s, \
+         max {:.3} s; bias (estimate - real) {:+.3} s",
+        e.mean_real, e.mae, e.abs.p50, e.abs.p90, e.abs.max, e.bias
+    );
+    println!(
+        "  relative: sum|error| / sum(real) = {:.3}; |error| / real for the {} waits of at \
+         least one mean run: p50 {:.3}, p90 {:.3}",
+        e.weighted_rel, e.rel.n, e.rel.p50, e.rel.p90
+    );
+    summary["eta"] = json!({
+        "jobs": report.jobs,
+        "workers": eta::WORKERS,
+        "estimated": report.samples.len(),
+        "started_before_poll": report.started_before_poll,
+        "null_estimates": report.null_estimates,
+        "mean_run_s": round(report.mean_run_s, 3),
+        "mean_real_wait_s": round(e.mean_real, 3),
+        "abs_error_s": {"mean": round(e.mae, 3), "p50": round(e.abs.p50, 3),
+                        "p90": round(e.abs.p90, 3), "max": round(e.abs.max, 3)},
+        "bias_s": round(e.bias, 3),
+        "relative": {"weighted": round(e.weighted_rel, 3), "n": e.rel.n,
+                     "p50": round(e.rel.p50, 3), "p90": round(e.rel.p90, 3)},
+        "elapsed_s": round(report.elapsed.as_secs_f64(), 1),
+    });
 }
 
 fn print_dispatch(reports: &[ModeReport], summary: &mut serde_json::Value) {

@@ -30,8 +30,13 @@ use crate::state::AppState;
 const LOCAL_WORKER_PREFIX: &str = "local:";
 /// Input images decoded at once (each may need up to ~320 MB at the default limits).
 const MAX_CONCURRENT_IMAGE_DECODES: usize = 4;
+/// Recent jobs whose run times seed the queue-time estimates on start (one query).
+const ETA_SEED_JOBS: u32 = 500;
 /// How often the reaper looks for expired leases, at most.
 const MAX_REAP_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the reaper deletes idempotency keys past their window (they are ignored
+/// once expired anyway; this only bounds the table).
+const IDEMPOTENCY_PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
 pub struct Application {
     listener: TcpListener,
@@ -162,6 +167,13 @@ impl Application {
             None => None,
         };
         let metrics = Arc::new(Metrics::default());
+        // Queue-time estimates start from the recent run times rather than the defaults.
+        match store.list_jobs(None, ETA_SEED_JOBS).await {
+            Ok(recent) => metrics.eta.seed(recent.iter().rev()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read recent jobs for the queue-time estimates")
+            }
+        }
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
         let blobs = match &config.blob_url {
             Some(url) => Blobs::from_url(url).with_context(|| format!("--blob-url {url}"))?,
@@ -189,7 +201,9 @@ impl Application {
         // would never show it, and the next start finds a key and creates none.
         let (admin_key, admin_key_file) = create_first_admin_key(&*store, &config.data_dir).await?;
         let jobs = Arc::new(LocalSource::new(store.clone(), blobs.clone(), config.lease));
+        let disk = Arc::new(crate::disk::DiskGuard::new(&config.data_dir));
         let state = AppState {
+            disk,
             store,
             blobs,
             jobs,
@@ -250,6 +264,7 @@ impl Application {
         let mut background = JoinSet::new();
         spawn_workers(&state, &stop, &abort, &mut background)?;
         background.spawn(reaper(state.store.clone(), config.lease, stop.clone()));
+        background.spawn(crate::retention::run(state.clone(), stop.clone()));
 
         let app = crate::router::router(state);
         tracing::info!(addr = %listener.local_addr()?, workers = config.workers, "pipelet is serving");
@@ -312,11 +327,17 @@ fn spawn_workers(
     ));
     let runner = Arc::new(PreviewRunner::new());
     for n in 0..config.workers {
+        let worker_id = format!("{LOCAL_WORKER_PREFIX}{}/{n}", &instance[..12]);
+        // Their task count is the preview renderer's from the claim on.
+        state
+            .metrics
+            .eta
+            .set_backend(&worker_id, pipelet_runner::Runner::name(&*runner));
         let worker = Worker::new(
             source.clone(),
             runner.clone(),
             WorkerConfig {
-                worker_id: format!("{LOCAL_WORKER_PREFIX}{}/{n}", &instance[..12]),
+                worker_id,
                 pipelines: Pipeline::ALL.to_vec(),
                 lease: config.lease,
                 heartbeat: config.heartbeat,
@@ -350,6 +371,7 @@ async fn reaper(store: Arc<dyn Store>, lease: Duration, stop: CancellationToken)
     }
     // Since when the store has answered without a break; `None` while it does not.
     let mut answering_since = Instant::now().checked_sub(lease);
+    let mut purged_at: Option<Instant> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
@@ -382,6 +404,15 @@ async fn reaper(store: Arc<dyn Store>, lease: Duration, stop: CancellationToken)
             Err(e) => {
                 tracing::error!(error = %e, "reaper failed");
                 answering_since = None;
+            }
+        }
+        if purged_at.is_none_or(|at| at.elapsed() >= IDEMPOTENCY_PURGE_INTERVAL) {
+            purged_at = Some(Instant::now());
+            let cutoff = now_ms().saturating_sub(pipelet_store::IDEMPOTENCY_WINDOW_MS);
+            match store.purge_idempotency_keys(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(keys = n, "expired idempotency keys deleted"),
+                Err(e) => tracing::warn!(error = %e, "cannot delete expired idempotency keys"),
             }
         }
     }

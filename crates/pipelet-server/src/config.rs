@@ -18,6 +18,9 @@ pub const DEFAULT_HEARTBEAT_SECS: u64 = 5;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_MAX_WAIT_FOR_SWITCH_SECS: u64 = 120;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+/// Retention defaults (the `--result-ttl` and `--job-ttl` flags say the same).
+pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_JOB_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -81,6 +84,45 @@ pub struct ServeArgs {
     /// A JSON model catalog replacing the built-in one.
     #[arg(long, env = "PIPELET_CATALOG")]
     pub catalog: Option<PathBuf>,
+    // Retention.
+    /// How long a finished job's result (and input image) is kept: seconds, or `30m`,
+    /// `12h`, `7d`; `0` keeps it forever. Afterwards the result answers 410 Gone.
+    #[arg(long, env = "PIPELET_RESULT_TTL", default_value = "7d", value_parser = parse_ttl)]
+    pub result_ttl: Ttl,
+    /// How long a finished job is kept at all (then its status is 404); same format.
+    #[arg(long, env = "PIPELET_JOB_TTL", default_value = "30d", value_parser = parse_ttl)]
+    pub job_ttl: Ttl,
+    /// Keep input images until the result expires instead of deleting them as soon as
+    /// the job finishes.
+    #[arg(long, env = "PIPELET_KEEP_INPUTS", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub keep_inputs: bool,
+}
+
+/// A retention period: `None` keeps forever (`0` on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl(pub Option<Duration>);
+
+/// Longest retention period accepted (100 years): beyond it the millisecond arithmetic
+/// of timestamps could overflow, and `0` says "forever" anyway.
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Parses `604800` (seconds), `30m`, `12h`, `7d` (any humantime duration) or `0`
+/// (forever).
+pub fn parse_ttl(text: &str) -> Result<Ttl, String> {
+    let text = text.trim();
+    let duration = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(text).map_err(|e| {
+            format!("{text:?} is not a duration ({e}): give seconds, or e.g. 30m, 12h, 7d; 0 keeps forever")
+        })?,
+    };
+    if duration > MAX_TTL {
+        return Err(format!(
+            "{text:?} is longer than 100 years; use 0 to keep forever"
+        ));
+    }
+    Ok(Ttl((!duration.is_zero()).then_some(duration)))
 }
 
 /// Validated configuration.
@@ -106,6 +148,13 @@ pub struct Config {
     pub catalog: Catalog,
     pub max_result_bytes: u64,
     pub metrics_require_key: bool,
+    /// Retention: how long finished jobs keep their result, and their row (`None`:
+    /// forever); whether inputs stay until the result expires.
+    pub result_ttl: Option<Duration>,
+    pub job_ttl: Option<Duration>,
+    pub keep_inputs: bool,
+    /// How often the retention cleanup runs (not a flag; tests shorten it).
+    pub retention_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +237,10 @@ impl ServeArgs {
             catalog,
             max_result_bytes: self.max_result_bytes,
             metrics_require_key: self.metrics_require_key,
+            result_ttl: self.result_ttl.0,
+            job_ttl: self.job_ttl.0,
+            keep_inputs: self.keep_inputs,
+            retention_interval: crate::retention::INTERVAL,
         })
     }
 }
@@ -215,6 +268,10 @@ impl Config {
             catalog: Catalog::default(),
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             metrics_require_key: false,
+            result_ttl: Some(DEFAULT_RESULT_TTL),
+            job_ttl: Some(DEFAULT_JOB_TTL),
+            keep_inputs: false,
+            retention_interval: crate::retention::INTERVAL,
         }
     }
 }
@@ -261,5 +318,34 @@ mod tests {
         // SQLite allows one server per data dir anyway.
         assert!(validate(&[]).is_ok());
         assert!(validate(&["--single-server"]).is_ok());
+    }
+
+    #[test]
+    fn retention_periods_take_seconds_units_or_zero_for_forever() {
+        let config = validate(&[]).expect("defaults");
+        assert_eq!(config.result_ttl, Some(DEFAULT_RESULT_TTL));
+        assert_eq!(config.job_ttl, Some(DEFAULT_JOB_TTL));
+        assert!(!config.keep_inputs);
+        let config = validate(&["--result-ttl", "0", "--job-ttl", "90", "--keep-inputs"])
+            .expect("zero and seconds");
+        assert_eq!(config.result_ttl, None, "0 keeps forever");
+        assert_eq!(config.job_ttl, Some(Duration::from_secs(90)));
+        assert!(config.keep_inputs);
+        for (text, secs) in [
+            ("30m", 1800),
+            ("12h", 43_200),
+            ("7d", 604_800),
+            ("1h 30m", 5400),
+        ] {
+            assert_eq!(
+                parse_ttl(text),
+                Ok(Ttl(Some(Duration::from_secs(secs)))),
+                "{text}"
+            );
+        }
+        for bad in ["soon", "-5", "7 parsecs", "1000000y"] {
+            let detail = parse_ttl(bad).expect_err(bad);
+            assert!(detail.contains(bad), "{detail}");
+        }
     }
 }

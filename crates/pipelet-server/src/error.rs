@@ -38,6 +38,12 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// The result existed but retention deleted it (410).
+    #[error("{0}")]
+    Gone(String),
+    /// The data dir's disk (or the database's) is full (507).
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -54,8 +60,15 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// A create refused because the disk is full: nothing was stored.
+    pub fn disk_full_on_create() -> ApiError {
+        ApiError::InsufficientStorage(DISK_FULL_ON_CREATE.into())
     }
 
     pub fn request_not_found() -> ApiError {
@@ -66,8 +79,17 @@ impl ApiError {
     }
 }
 
+/// The 507 `detail` of a create on a full disk.
+pub const DISK_FULL_ON_CREATE: &str = "the server's disk is full; creates are refused until \
+    space is freed; status, results and cancels still work";
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if e.is_disk_full() {
+            return ApiError::InsufficientStorage(
+                "the server's disk is full; this cannot be stored until space is freed".into(),
+            );
+        }
         match e {
             StoreError::NotFound => ApiError::request_not_found(),
             StoreError::Closed => ApiError::Unavailable("the server is shutting down".into()),

@@ -4,11 +4,14 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod disk;
 pub mod error;
+pub mod eta;
 mod extract;
 pub mod metrics;
 pub mod openapi;
 mod result_body;
+pub mod retention;
 mod router;
 mod routes;
 pub mod state;

@@ -30,6 +30,11 @@ struct ModelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelState {
     model: String,
     state: String,
@@ -47,6 +52,10 @@ pub struct Metrics {
     active_workers: Gauge,
     /// Worker id → last seen; job → its worker, so heartbeats refresh the right one.
     seen: Mutex<(HashMap<String, Instant>, HashMap<Uuid, String>)>,
+    /// Retention: what the cleanup removed, by kind (`result`, `input`, `job`, `orphan`).
+    cleanup_removed: Family<KindLabel, Counter>,
+    /// The queue-time estimator, fed by the same store calls as the metrics.
+    pub eta: crate::eta::Eta,
 }
 
 fn histogram() -> Histogram {
@@ -67,6 +76,8 @@ impl Default for Metrics {
             queue: Family::default(),
             active_workers: Gauge::default(),
             seen: Mutex::default(),
+            cleanup_removed: Family::default(),
+            eta: crate::eta::Eta::default(),
             registry: Registry::default(),
         };
         registry.register("jobs_created", "Jobs accepted", m.created.clone());
@@ -101,6 +112,11 @@ impl Default for Metrics {
             "Workers seen in the last minute",
             m.active_workers.clone(),
         );
+        registry.register(
+            "cleanup_removed",
+            "What retention removed: expired results, input images, finished jobs, orphan blobs",
+            m.cleanup_removed.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -118,6 +134,16 @@ impl Metrics {
 
     pub fn worker_seen(&self, worker_id: &str) {
         self.seen().0.insert(worker_id.to_string(), Instant::now());
+    }
+
+    /// Counts `n` things of `kind` (`result`, `input`, `job`, `orphan`) removed by
+    /// retention.
+    pub fn cleanup_removed(&self, kind: &'static str, n: u64) {
+        if n > 0 {
+            self.cleanup_removed
+                .get_or_create(&KindLabel { kind })
+                .inc_by(n);
+        }
     }
 
     fn retried(&self, model_id: &str) {
@@ -192,6 +218,24 @@ impl Store for MeteredStore {
             .inc();
         Ok(created)
     }
+    async fn create_job_idempotent(
+        &self,
+        job: NewJob,
+        idempotency: pipelet_store::Idempotency,
+    ) -> Result<pipelet_store::CreateOutcome> {
+        let outcome = self.inner.create_job_idempotent(job, idempotency).await?;
+        // Only a new job counts as created; a replay made nothing.
+        if let pipelet_store::CreateOutcome::Created(created) = &outcome {
+            self.metrics
+                .created
+                .get_or_create(&model(&created.model_id))
+                .inc();
+        }
+        Ok(outcome)
+    }
+    async fn purge_idempotency_keys(&self, older_than_ms: i64) -> Result<u64> {
+        self.inner.purge_idempotency_keys(older_than_ms).await
+    }
     async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
         self.inner.get_job(id).await
     }
@@ -200,6 +244,12 @@ impl Store for MeteredStore {
     }
     async fn list_jobs(&self, owner: Option<&str>, limit: u32) -> Result<Vec<JobRecord>> {
         self.inner.list_jobs(owner, limit).await
+    }
+    async fn list_jobs_page(
+        &self,
+        query: &pipelet_store::JobListQuery,
+    ) -> Result<pipelet_store::JobPage> {
+        self.inner.list_jobs_page(query).await
     }
     async fn cancel(&self, id: Uuid, force: bool, by: &str) -> Result<CancelOutcome> {
         let outcome = self.inner.cancel(id, force, by).await?;
@@ -211,8 +261,12 @@ impl Store for MeteredStore {
     }
     async fn claim(&self, req: &ClaimRequest) -> Result<Option<Lease>> {
         self.metrics.worker_seen(&req.worker_id);
+        self.metrics
+            .eta
+            .worker_claiming(&req.worker_id, &req.pipelines);
         let lease = self.inner.claim(req).await?;
         if let Some(lease) = &lease {
+            self.metrics.eta.claimed(&req.worker_id, &lease.job);
             let waited = (lease.job.started_at_ms.unwrap_or(lease.job.created_at_ms)
                 - lease.job.created_at_ms)
                 .max(0);
@@ -239,10 +293,19 @@ impl Store for MeteredStore {
                 seen.0.insert(worker, Instant::now());
             }
         }
-        self.inner.heartbeat(lease, progress, extend_ms).await
+        let reply = self.inner.heartbeat(lease, progress, extend_ms).await?;
+        // A job this server did not see claimed (it restarted since): one read, once.
+        if !self.metrics.eta.knows(lease.job_id)
+            && let Ok(Some(job)) = self.inner.get_job(lease.job_id).await
+        {
+            self.metrics.eta.adopt(&job, pipelet_store::now_ms());
+        }
+        self.metrics.eta.heartbeat(lease.job_id, progress);
+        Ok(reply)
     }
     async fn complete(&self, lease: &LeaseRef, result: &JobResult) -> Result<()> {
         self.inner.complete(lease, result).await?;
+        self.metrics.eta.completed(lease.job_id);
         let model = self.model_of(lease.job_id).await;
         self.metrics.finished(&model, "completed");
         self.metrics
@@ -259,6 +322,7 @@ impl Store for MeteredStore {
         retryable: bool,
     ) -> Result<FailOutcome> {
         let outcome = self.inner.fail(lease, failure, retryable).await?;
+        self.metrics.eta.ended(lease.job_id);
         let model = self.model_of(lease.job_id).await;
         match outcome {
             FailOutcome::Requeued => self.metrics.retried(&model),
@@ -271,6 +335,7 @@ impl Store for MeteredStore {
     }
     async fn ack_cancelled(&self, lease: &LeaseRef) -> Result<()> {
         self.inner.ack_cancelled(lease).await?;
+        self.metrics.eta.ended(lease.job_id);
         let model = self.model_of(lease.job_id).await;
         self.metrics.finished(&model, "cancelled");
         self.metrics.job_ended(lease.job_id);
@@ -286,11 +351,39 @@ impl Store for MeteredStore {
                 ReapOutcome::Cancelled => self.metrics.finished(&job.model_id, "cancelled"),
             };
             self.metrics.job_ended(job.id);
+            self.metrics.eta.ended(job.id);
         }
         Ok(reaped)
     }
     async fn release_leases_of(&self, owner_prefix: &str) -> Result<u64> {
         self.inner.release_leases_of(owner_prefix).await
+    }
+    async fn release_inputs(
+        &self,
+        finished_by_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<pipelet_store::ReleasedBlobs>> {
+        self.inner.release_inputs(finished_by_ms, limit).await
+    }
+    async fn expire_results(
+        &self,
+        finished_by_ms: i64,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<pipelet_store::ReleasedBlobs>> {
+        self.inner
+            .expire_results(finished_by_ms, now_ms, limit)
+            .await
+    }
+    async fn delete_finished_jobs(
+        &self,
+        finished_by_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<pipelet_store::ReleasedBlobs>> {
+        self.inner.delete_finished_jobs(finished_by_ms, limit).await
+    }
+    async fn reclaim_space(&self, max_pages: u32) -> Result<u64> {
+        self.inner.reclaim_space(max_pages).await
     }
     async fn job_counts(&self) -> Result<Vec<JobCount>> {
         self.inner.job_counts().await

@@ -50,6 +50,7 @@ person can act on.";
         routes::stream::status_stream,
         routes::queue::cancel,
         routes::queue::result,
+        routes::history::list,
         routes::models::list,
         routes::worker::claim,
         routes::worker::heartbeat,

@@ -54,6 +54,14 @@ pub async fn stream(
     result: &JobResult,
 ) -> Result<Response, ApiError> {
     let (size, bytes) = blobs.stream(&result.blob).await.map_err(|e| {
+        // Retention may delete it between reading the job and reading the video.
+        if e.is_blob_not_found() {
+            return ApiError::Gone(
+                "the request completed, but its result is no longer stored (results are \
+                 kept for a limited time, --result-ttl); submit the request again"
+                    .into(),
+            );
+        }
         ApiError::Internal(format!(
             "result {} of job {} is unreadable: {e}",
             result.blob, job.id

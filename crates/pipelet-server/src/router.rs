@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/requests", get(crate::routes::history::list))
         .route("/models", get(crate::routes::models::list))
         .route("/", get(crate::routes::playground::page))
         .route("/docs", get(crate::routes::docs::page))

@@ -22,6 +22,8 @@ pub struct AppState {
     /// Dispatch over the store: shared by the worker API and the in-process workers.
     pub jobs: Arc<LocalSource>,
     pub metrics: Arc<Metrics>,
+    /// Refuses creates while the data dir's disk is full (see `disk.rs`).
+    pub disk: Arc<crate::disk::DiskGuard>,
     /// Fires when the server starts shutting down (ends long polls).
     pub shutdown: CancellationToken,
 }

@@ -8,6 +8,7 @@ use pipelet_api::wire::{JobStatus, LogEntry, StatusMessages, StatusResponse};
 use pipelet_store::{JobRecord, JobState, Role};
 
 use crate::auth::Principal;
+use crate::eta::Eta;
 use crate::urls::BaseUrl;
 
 /// Who reads a status: admins also see what went wrong inside.
@@ -55,7 +56,10 @@ fn seconds_between(from_ms: i64, to_ms: i64) -> f64 {
     ((to_ms - from_ms).max(0) as f64) / 1000.0
 }
 
-pub fn messages(job: &JobRecord, now_ms: i64, viewer: Viewer) -> StatusMessages {
+/// `statusMessages`. While running, `detail_message` is always `Progress: i/N Tasks
+/// done` (clients parse it): `0/N` from the claim on, `N` counted as the worker's
+/// renderer counts tasks until it reports its own; anything else goes in other fields.
+pub fn messages(job: &JobRecord, now_ms: i64, viewer: Viewer, eta: &Eta) -> StatusMessages {
     match job.state {
         JobState::Queued => match (&job.error, job.attempt) {
             // A retried job says why it is waiting again.
@@ -72,19 +76,11 @@ pub fn messages(job: &JobRecord, now_ms: i64, viewer: Viewer) -> StatusMessages 
             let mut m = match job.progress {
                 Some(p) => StatusMessages::processing(p.done, p.total),
                 // Claimed, but the worker has not reported its task count yet.
-                None => StatusMessages {
-                    message: Some("PROCESSING".into()),
-                    detail_message: Some("Starting".into()),
-                    ..Default::default()
-                },
+                None => StatusMessages::processing(0, eta.tasks(job)),
             };
             m.attempt = Some(job.attempt);
             m.started_at = job.started_at_ms.map(rfc3339);
-            if job.cancel_requested {
-                m.detail_message = m
-                    .detail_message
-                    .map(|d| format!("{d} (stopping: cancel requested)"));
-            }
+            m.cancel_requested = job.cancel_requested.then_some(true);
             m
         }
         JobState::Completed => {
@@ -163,6 +159,7 @@ pub fn status_response(
     with_logs: bool,
     now_ms: i64,
     viewer: Viewer,
+    eta: &Eta,
 ) -> StatusResponse {
     let mut response = StatusResponse::new(
         wire_status(job.state),
@@ -170,20 +167,30 @@ pub fn status_response(
         base.request(&job.model_id, job.id),
         position,
     )
-    .with_messages(messages(job, now_ms, viewer));
+    .with_messages(messages(job, now_ms, viewer, eta));
     if with_logs {
         response.logs = Some(logs(job, viewer));
     }
     match job.state {
+        JobState::Queued => {
+            response = response
+                .with_start_estimate(eta.start_estimate(job.pipeline, position.unwrap_or(0)));
+        }
         JobState::Running => {
-            if let Some(p) = job.progress.filter(|p| p.total > 0) {
-                let fraction = f64::from(p.done) / f64::from(p.total);
-                response = response.with_progress(fraction);
-                if p.done > 0
-                    && let Some(started) = job.started_at_ms
-                {
-                    response = response.with_estimate(seconds_between(started, now_ms) / fraction);
+            let fraction = job
+                .progress
+                .filter(|p| p.total > 0)
+                .map_or(0.0, |p| f64::from(p.done) / f64::from(p.total));
+            response = response.with_progress(fraction);
+            // The job's own pace once it has one, before that the measured average.
+            let estimate = match job.started_at_ms {
+                Some(started) if fraction > 0.0 => {
+                    Some(seconds_between(started, now_ms) / fraction)
                 }
+                _ => eta.measured_run(job),
+            };
+            if let Some(total) = estimate {
+                response = response.with_estimate(total);
             }
         }
         JobState::Completed => response = response.with_progress(1.0),

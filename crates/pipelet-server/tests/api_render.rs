@@ -26,12 +26,12 @@ fn check_progress_shape(status: &Value) -> Option<u32> {
             assert!(status.get("queue_position").is_none(), "{status}");
             assert_eq!(messages["message"], "PROCESSING", "{status}");
             let detail = messages["detail_message"].as_str().unwrap_or_default();
+            // Always this form, from `0/N` right after the claim: clients parse it.
             let Some(rest) = detail
                 .strip_prefix("Progress: ")
                 .and_then(|r| r.strip_suffix(" Tasks done"))
             else {
-                assert_eq!(detail, "Starting", "unexpected detail_message: {status}");
-                return None;
+                panic!("detail_message is not `Progress: i/N Tasks done`: {status}");
             };
             let (done, total) = rest.split_once('/').expect("Progress: i/N");
             let (done, total): (u32, u32) = (done.parse().unwrap(), total.parse().unwrap());

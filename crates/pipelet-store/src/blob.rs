@@ -186,6 +186,30 @@ impl Blobs {
         self.store.delete(&ObjectPath::from(key)).await?;
         Ok(())
     }
+
+    /// Deletes `key`; `Ok(false)` when it was already gone.
+    pub async fn delete_if_exists(&self, key: &str) -> Result<bool> {
+        match self.store.delete(&ObjectPath::from(key)).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every blob under `prefix` (a folder such as `inputs`) with when it was last
+    /// written (Unix ms), in the store's order; pages are fetched as the stream is read.
+    pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<(String, i64)>> {
+        self.store
+            .list(Some(&ObjectPath::from(prefix)))
+            .map(|meta| {
+                let meta = meta?;
+                Ok((
+                    meta.location.to_string(),
+                    meta.last_modified.timestamp_millis(),
+                ))
+            })
+            .boxed()
+    }
 }
 
 #[cfg(test)]

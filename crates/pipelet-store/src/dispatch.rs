@@ -202,6 +202,7 @@ mod tests {
             result: None,
             cancelled_by: None,
             webhook_url: None,
+            result_expired_at_ms: None,
         }
     }
 

@@ -7,14 +7,21 @@
 pub mod blob;
 mod dispatch;
 mod error;
+mod history;
+mod idempotency;
 pub mod keys;
 pub mod postgres;
 mod queue_index;
+mod retention;
 mod rows;
 pub mod sqlite;
 mod types;
 
 pub use error::StoreError;
+pub use history::{JobCursor, JobListQuery, JobPage, MAX_PAGE_LIMIT};
+pub use idempotency::{
+    CreateOutcome, IDEMPOTENCY_WINDOW_MS, Idempotency, MAX_IDEMPOTENCY_KEY_LEN, request_hash,
+};
 pub use keys::{KeyRecord, NewKey, Role};
 pub use queue_index::QueueIndex;
 pub use types::*;
@@ -28,11 +35,26 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub trait Store: Send + Sync + 'static {
     /// Durably inserts a queued job. When this returns `Ok` the job is committed.
     async fn create_job(&self, job: NewJob) -> Result<JobRecord>;
+    /// [`Store::create_job`] under an `Idempotency-Key`: in one transaction, either
+    /// records the key and inserts the job (`Created`), or — the key already taken by
+    /// `owner` since `not_before_ms` — inserts nothing and answers `Replayed` with that
+    /// key's job (same request hash) or `Mismatch`. Concurrent calls with one key make
+    /// exactly one job.
+    async fn create_job_idempotent(
+        &self,
+        job: NewJob,
+        idempotency: Idempotency,
+    ) -> Result<CreateOutcome>;
+    /// Deletes idempotency keys created before `older_than_ms`; returns how many.
+    async fn purge_idempotency_keys(&self, older_than_ms: i64) -> Result<u64>;
     async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>>;
     /// A job with its exact queue position (`Some` only while queued).
     async fn job_status(&self, id: Uuid) -> Result<Option<(JobRecord, Option<u64>)>>;
     /// The most recent jobs created by `owner` (or by anyone when `None`), newest first.
     async fn list_jobs(&self, owner: Option<&str>, limit: u32) -> Result<Vec<JobRecord>>;
+    /// One page of job history, newest first (by creation time, then insertion order),
+    /// continuing strictly after `query.after`; see [`JobListQuery`] for the filters.
+    async fn list_jobs_page(&self, query: &JobListQuery) -> Result<JobPage>;
     /// Cancels a queued job; with `force` also asks a running job to stop.
     async fn cancel(&self, id: Uuid, force: bool, by: &str) -> Result<CancelOutcome>;
 
@@ -66,6 +88,33 @@ pub trait Store: Send + Sync + 'static {
     /// case-sensitive prefix: in-process workers of a previous run of this server, which
     /// cannot still be alive).
     async fn release_leases_of(&self, owner_prefix: &str) -> Result<u64>;
+
+    // Retention: finished jobs give up their blobs, then their rows, in small batches
+    // (oldest first). Each call only changes rows; it returns the blob keys the rows no
+    // longer reference, for the caller to delete.
+    /// Forgets the input image of up to `limit` finished jobs that ended at or before
+    /// `finished_by_ms` (clears `input_blob`).
+    async fn release_inputs(&self, finished_by_ms: i64, limit: u32) -> Result<Vec<ReleasedBlobs>>;
+    /// Marks the result of up to `limit` COMPLETED jobs that ended at or before
+    /// `finished_by_ms` expired at `now_ms` (the job stays COMPLETED), forgetting their
+    /// result and input blobs.
+    async fn expire_results(
+        &self,
+        finished_by_ms: i64,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ReleasedBlobs>>;
+    /// Deletes up to `limit` finished jobs that ended at or before `finished_by_ms`,
+    /// returning the blobs they still referenced.
+    async fn delete_finished_jobs(
+        &self,
+        finished_by_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ReleasedBlobs>>;
+    /// Gives the space of deleted rows back to the file system where the database
+    /// keeps it (SQLite: an incremental vacuum of at most `max_pages` pages; PostgreSQL's
+    /// autovacuum does this itself). Returns the pages freed.
+    async fn reclaim_space(&self, max_pages: u32) -> Result<u64>;
 
     /// Counts of jobs per (model id, state) and how many are queued in total.
     async fn job_counts(&self) -> Result<Vec<JobCount>>;

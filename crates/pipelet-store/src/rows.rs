@@ -69,6 +69,7 @@ where
         },
         cancelled_by: row.try_get("cancelled_by")?,
         webhook_url: row.try_get("webhook_url")?,
+        result_expired_at_ms: row.try_get("result_expired_at")?,
     })
 }
 

@@ -100,6 +100,8 @@ pub struct JobRecord {
     pub result: Option<JobResult>,
     pub cancelled_by: Option<String>,
     pub webhook_url: Option<String>,
+    /// When retention deleted the result (the job stays COMPLETED; its result is gone).
+    pub result_expired_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +221,15 @@ pub struct JobCount {
     pub model_id: String,
     pub state: JobState,
     pub count: u64,
+}
+
+/// What one retention step took from one finished job: the blob keys it no longer
+/// references, which the caller deletes (a key that fails to delete is an orphan, which
+/// the orphan sweep removes later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleasedBlobs {
+    pub job_id: Uuid,
+    pub keys: Vec<String>,
 }
 
 pub fn now_ms() -> i64 {

@@ -106,6 +106,16 @@ conformance!(
     concurrent_creates_are_all_committed_in_order,
     state_and_positions_survive_reopen,
     keys_are_found_by_secret_only,
+    // Idempotent creates.
+    idempotent_creates_replay_mismatch_and_are_scoped_per_owner,
+    concurrent_idempotent_creates_make_one_job,
+    // History (GET /requests).
+    history_is_newest_first_and_filtered,
+    history_pages_are_stable_while_jobs_arrive,
+    history_page_sizes_are_bounded,
+    // Retention.
+    retention_releases_inputs_expires_results_and_deletes_jobs,
+    retention_works_in_bounded_batches_oldest_first,
 );
 
 fn new_job(pipeline: Pipeline, priority: i64) -> NewJob {
@@ -718,4 +728,552 @@ async fn keys_are_found_by_secret_only(f: &Fixture) {
     assert_eq!(s.count_keys().await.unwrap(), 1);
     assert_eq!(s.find_key_by_secret(&secret).await.unwrap(), Some(key));
     assert_eq!(s.find_key_by_secret("plt_wrong").await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// History: keyset pages of list_jobs_page
+// ---------------------------------------------------------------------------------------
+
+fn owned_job(owner: &str, pipeline: Pipeline) -> NewJob {
+    NewJob {
+        owner_key_id: owner.into(),
+        ..new_job(pipeline, 0)
+    }
+}
+
+fn history(owner: Option<&str>, limit: u32) -> JobListQuery {
+    JobListQuery {
+        owner_key_id: owner.map(str::to_string),
+        limit,
+        ..Default::default()
+    }
+}
+
+fn ids(jobs: &[JobRecord]) -> Vec<Uuid> {
+    jobs.iter().map(|j| j.id).collect()
+}
+
+/// Every page of `query`, in order, following `next` until the last one.
+async fn all_pages(s: &dyn Store, mut query: JobListQuery) -> Vec<JobRecord> {
+    let mut out = Vec::new();
+    for _ in 0..1000 {
+        let page = s.list_jobs_page(&query).await.unwrap();
+        out.extend(page.jobs);
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return out,
+        }
+    }
+    panic!("history never reached its last page");
+}
+
+async fn history_is_newest_first_and_filtered(f: &Fixture) {
+    let s = f.store.as_ref();
+    let (alice, _) = s
+        .create_key(NewKey {
+            name: "alice".into(),
+            role: Role::Client,
+            max_priority: 0,
+        })
+        .await
+        .unwrap();
+    // A second key with the same name (e.g. a rotated one): `owner_key_name` finds both.
+    let (alice2, _) = s
+        .create_key(NewKey {
+            name: "alice".into(),
+            role: Role::Client,
+            max_priority: 0,
+        })
+        .await
+        .unwrap();
+    let mut mine = Vec::new();
+    for i in 0..6 {
+        let pipeline = if i % 2 == 0 {
+            Pipeline::T2v
+        } else {
+            Pipeline::I2v
+        };
+        mine.push(s.create_job(owned_job(&alice.id, pipeline)).await.unwrap());
+        s.create_job(owned_job("someone-else", Pipeline::T2v))
+            .await
+            .unwrap();
+    }
+    let rotated = s
+        .create_job(owned_job(&alice2.id, Pipeline::T2v))
+        .await
+        .unwrap();
+    s.cancel(mine[1].id, false, "me").await.unwrap();
+    s.cancel(mine[4].id, false, "me").await.unwrap();
+
+    let newest_first: Vec<Uuid> = mine.iter().rev().map(|j| j.id).collect();
+    let page = s
+        .list_jobs_page(&history(Some(&alice.id), 20))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&page.jobs),
+        newest_first,
+        "only the owner's jobs, newest first"
+    );
+    assert_eq!(page.next, None, "one page holds them all");
+    assert_eq!(
+        page.jobs[0].state,
+        JobState::Queued,
+        "the rows are whole jobs"
+    );
+
+    let everyone = s.list_jobs_page(&history(None, 100)).await.unwrap();
+    assert_eq!(everyone.jobs.len(), 13, "no owner filter: every key's jobs");
+    assert_eq!(everyone.jobs[0].id, rotated.id);
+
+    let by_model = s
+        .list_jobs_page(&JobListQuery {
+            model_id: Some("wan22-fast-i2v".into()),
+            ..history(Some(&alice.id), 20)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&by_model.jobs),
+        vec![mine[5].id, mine[3].id, mine[1].id]
+    );
+
+    let cancelled = s
+        .list_jobs_page(&JobListQuery {
+            state: Some(JobState::Cancelled),
+            ..history(Some(&alice.id), 20)
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&cancelled.jobs), vec![mine[4].id, mine[1].id]);
+    assert!(
+        cancelled
+            .jobs
+            .iter()
+            .all(|j| j.state == JobState::Cancelled && j.finished_at_ms.is_some())
+    );
+
+    let both = s
+        .list_jobs_page(&JobListQuery {
+            model_id: Some("wan22-fast-i2v".into()),
+            state: Some(JobState::Queued),
+            ..history(Some(&alice.id), 20)
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&both.jobs), vec![mine[5].id, mine[3].id]);
+
+    let by_name = s
+        .list_jobs_page(&JobListQuery {
+            owner_key_name: Some("alice".into()),
+            ..history(None, 100)
+        })
+        .await
+        .unwrap();
+    let mut expected = vec![rotated.id];
+    expected.extend(&newest_first);
+    assert_eq!(ids(&by_name.jobs), expected, "every key named alice");
+
+    for nobody in ["nobody", "alice\0", "' OR 1=1 --"] {
+        let none = s
+            .list_jobs_page(&JobListQuery {
+                owner_key_name: Some(nobody.into()),
+                ..history(None, 100)
+            })
+            .await
+            .unwrap();
+        assert!(none.jobs.is_empty(), "{nobody:?}");
+    }
+    let other = s
+        .list_jobs_page(&history(Some("nobody"), 20))
+        .await
+        .unwrap();
+    assert!(other.jobs.is_empty());
+    assert_eq!(other.next, None);
+}
+
+async fn history_pages_are_stable_while_jobs_arrive(f: &Fixture) {
+    let s = f.store.as_ref();
+    let mut before = Vec::new();
+    for _ in 0..25 {
+        before.push(s.create_job(owned_job("me", Pipeline::T2v)).await.unwrap());
+    }
+    let mut query = history(Some("me"), 10);
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = s.list_jobs_page(&query).await.unwrap();
+        pages += 1;
+        seen.extend(ids(&page.jobs));
+        // New jobs (and a state change) between pages must not shift what follows.
+        for _ in 0..3 {
+            s.create_job(owned_job("me", Pipeline::T2v)).await.unwrap();
+        }
+        s.cancel(before[pages].id, false, "me").await.unwrap();
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<Uuid> = before.iter().rev().map(|j| j.id).collect();
+    assert_eq!(
+        seen, expected,
+        "every job once, in order, none of the new ones"
+    );
+
+    // A fresh walk sees everything, the new jobs first.
+    let all = all_pages(s, history(Some("me"), 7)).await;
+    assert_eq!(all.len(), 25 + 9);
+    assert_eq!(&ids(&all)[9..], &expected[..]);
+}
+
+async fn history_page_sizes_are_bounded(f: &Fixture) {
+    let s = f.store.as_ref();
+    for _ in 0..5 {
+        s.create_job(owned_job("me", Pipeline::T2v)).await.unwrap();
+    }
+    // Exactly a page's worth: no empty page follows.
+    let exact = s.list_jobs_page(&history(Some("me"), 5)).await.unwrap();
+    assert_eq!(exact.jobs.len(), 5);
+    assert_eq!(exact.next, None);
+
+    let first = s.list_jobs_page(&history(Some("me"), 4)).await.unwrap();
+    assert_eq!(first.jobs.len(), 4);
+    let next = first.next.expect("a fifth job remains");
+    assert_eq!(next, JobCursor::of(&first.jobs[3]));
+    let rest = s
+        .list_jobs_page(&JobListQuery {
+            after: Some(next),
+            ..history(Some("me"), 4)
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.jobs.len(), 1);
+    assert_eq!(rest.next, None);
+
+    // Zero is read as one; the cursor survives its text form.
+    let one = s.list_jobs_page(&history(Some("me"), 0)).await.unwrap();
+    assert_eq!(one.jobs.len(), 1);
+    let cursor = JobCursor::decode(&one.next.unwrap().encode()).unwrap();
+    let after_one = s
+        .list_jobs_page(&JobListQuery {
+            after: Some(cursor),
+            ..history(Some("me"), 100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(after_one.jobs.len(), 4);
+    assert!(!ids(&after_one.jobs).contains(&one.jobs[0].id));
+}
+
+// Retention.
+
+/// A job with an input blob named after its id, as the create route stores it.
+fn job_with_input(pipeline: Pipeline) -> NewJob {
+    let mut job = new_job(pipeline, 0);
+    job.input_blob = Some(blob::Blobs::input_key(job.id));
+    job
+}
+
+/// Claims the next job and completes it with a result blob named after its lease.
+async fn complete_next(s: &dyn Store) -> (Uuid, String) {
+    let lease = s
+        .claim(&claim_req(&Pipeline::ALL, 60_000))
+        .await
+        .unwrap()
+        .expect("a job to claim");
+    let key = blob::Blobs::result_key(lease.job.id, lease.lease.token);
+    let done = JobResult {
+        blob: key.clone(),
+        ..result()
+    };
+    s.complete(&lease.lease, &done).await.unwrap();
+    (lease.job.id, key)
+}
+
+fn keys_of(released: &[ReleasedBlobs], id: Uuid) -> Vec<String> {
+    released
+        .iter()
+        .filter(|r| r.job_id == id)
+        .flat_map(|r| r.keys.clone())
+        .collect()
+}
+
+async fn retention_releases_inputs_expires_results_and_deletes_jobs(f: &Fixture) {
+    let s = f.store.as_ref();
+    let completed = s.create_job(job_with_input(Pipeline::I2v)).await.unwrap();
+    let (done_id, result_key) = complete_next(s).await;
+    assert_eq!(done_id, completed.id);
+    let cancelled = s.create_job(job_with_input(Pipeline::I2v)).await.unwrap();
+    s.cancel(cancelled.id, false, "me").await.unwrap();
+    let running = s.create_job(job_with_input(Pipeline::I2v)).await.unwrap();
+    let lease = s.claim(&claim_req(&[Pipeline::I2v], 60_000)).await.unwrap();
+    assert_eq!(lease.map(|l| l.job.id), Some(running.id));
+    let queued = s.create_job(job_with_input(Pipeline::I2v)).await.unwrap();
+    let later = now_ms() + 1_000;
+
+    // Nothing finished long enough ago yet.
+    assert!(
+        s.release_inputs(later - 3_600_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.expire_results(later - 3_600_000, later, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.delete_finished_jobs(later - 3_600_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Inputs: only finished jobs give theirs up, once.
+    let released = s.release_inputs(later, 100).await.unwrap();
+    assert_eq!(released.len(), 2, "{released:?}");
+    assert_eq!(
+        keys_of(&released, completed.id),
+        vec![blob::Blobs::input_key(completed.id)]
+    );
+    assert_eq!(
+        keys_of(&released, cancelled.id),
+        vec![blob::Blobs::input_key(cancelled.id)]
+    );
+    assert!(s.release_inputs(later, 100).await.unwrap().is_empty());
+    for (id, held) in [
+        (completed.id, false),
+        (cancelled.id, false),
+        (running.id, true),
+        (queued.id, true),
+    ] {
+        let job = s.get_job(id).await.unwrap().unwrap();
+        assert_eq!(job.input_blob.is_some(), held, "{job:?}");
+    }
+
+    // Results: the job stays COMPLETED and says when its result expired.
+    let expired = s.expire_results(later, later + 5, 100).await.unwrap();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(keys_of(&expired, completed.id), vec![result_key]);
+    assert!(
+        s.expire_results(later, later + 5, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (job, _) = s.job_status(completed.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Completed);
+    assert_eq!(job.result_expired_at_ms, Some(later + 5));
+    assert!(job.result.is_some(), "what the video was is kept: {job:?}");
+    let reopened = f.reopen().await;
+    let job = reopened.get_job(completed.id).await.unwrap().unwrap();
+    assert_eq!(job.result_expired_at_ms, Some(later + 5));
+
+    // Rows: finished jobs go, and with them nothing more to delete (all released).
+    let deleted = s.delete_finished_jobs(later, 100).await.unwrap();
+    let mut gone: Vec<Uuid> = deleted.iter().map(|r| r.job_id).collect();
+    gone.sort();
+    let mut want = vec![completed.id, cancelled.id];
+    want.sort();
+    assert_eq!(gone, want);
+    assert!(deleted.iter().all(|r| r.keys.is_empty()), "{deleted:?}");
+    assert!(s.get_job(completed.id).await.unwrap().is_none());
+    assert!(s.job_status(cancelled.id).await.unwrap().is_none());
+    assert!(s.get_job(running.id).await.unwrap().is_some());
+    assert_eq!(position(s, queued.id).await, Some(0));
+    s.reclaim_space(1_000).await.unwrap();
+}
+
+async fn retention_works_in_bounded_batches_oldest_first(f: &Fixture) {
+    let s = f.store.as_ref();
+    let mut done = Vec::new();
+    for _ in 0..3 {
+        let job = s.create_job(job_with_input(Pipeline::I2v)).await.unwrap();
+        let (id, key) = complete_next(s).await;
+        assert_eq!(id, job.id);
+        done.push((id, key));
+        // Distinct finish times, so "oldest first" is observable.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let later = now_ms() + 1_000;
+    // A result that expires before its input was released takes the input with it.
+    let first = s.expire_results(later, later, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        keys_of(&first, done[0].0),
+        vec![blob::Blobs::input_key(done[0].0), done[0].1.clone()]
+    );
+    let second = s.expire_results(later, later, 1).await.unwrap();
+    assert_eq!(
+        second.iter().map(|r| r.job_id).collect::<Vec<_>>(),
+        vec![done[1].0]
+    );
+    // A job deleted with its result still live gives up the result and the input.
+    let deleted = s.delete_finished_jobs(later, 2).await.unwrap();
+    assert_eq!(deleted.len(), 2);
+    let third = s.delete_finished_jobs(later, 2).await.unwrap();
+    assert_eq!(third.len(), 1);
+    assert_eq!(
+        keys_of(&third, done[2].0),
+        vec![blob::Blobs::input_key(done[2].0), done[2].1.clone()]
+    );
+    assert!(s.delete_finished_jobs(later, 2).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Idempotent creates
+// ---------------------------------------------------------------------------------------
+
+fn idem(owner: &str, key: &str, hash: &str) -> Idempotency {
+    Idempotency {
+        owner: owner.into(),
+        key: key.into(),
+        request_hash: hash.into(),
+        not_before_ms: now_ms() - IDEMPOTENCY_WINDOW_MS,
+    }
+}
+
+fn job_of(owner: &str) -> NewJob {
+    NewJob {
+        owner_key_id: owner.into(),
+        ..new_job(Pipeline::T2v, 0)
+    }
+}
+
+async fn total_jobs(s: &dyn Store) -> u64 {
+    s.job_counts().await.unwrap().iter().map(|c| c.count).sum()
+}
+
+async fn idempotent_creates_replay_mismatch_and_are_scoped_per_owner(f: &Fixture) {
+    let s = f.store.as_ref();
+    let CreateOutcome::Created(first) = s
+        .create_job_idempotent(job_of("a"), idem("a", "k1", "h1"))
+        .await
+        .unwrap()
+    else {
+        panic!("the first create with a key must create");
+    };
+    // The same request again: the first job, and nothing new.
+    let again = job_of("a");
+    let again_id = again.id;
+    assert_eq!(
+        s.create_job_idempotent(again, idem("a", "k1", "h1"))
+            .await
+            .unwrap(),
+        CreateOutcome::Replayed(first.id)
+    );
+    assert_eq!(s.get_job(again_id).await.unwrap(), None);
+    // The same key for another request.
+    assert_eq!(
+        s.create_job_idempotent(job_of("a"), idem("a", "k1", "h2"))
+            .await
+            .unwrap(),
+        CreateOutcome::Mismatch
+    );
+    assert_eq!(total_jobs(s).await, 1);
+    // Another owner's key of the same name is its own.
+    let CreateOutcome::Created(other) = s
+        .create_job_idempotent(job_of("b"), idem("b", "k1", "h2"))
+        .await
+        .unwrap()
+    else {
+        panic!("another owner's key must create its own job");
+    };
+    assert_ne!(other.id, first.id);
+    assert_eq!(total_jobs(s).await, 2);
+    // Replays hold after the job has left the queue.
+    let lease = s.claim(&claim_req(&[Pipeline::T2v], 60_000)).await.unwrap();
+    assert_eq!(lease.unwrap().job.id, first.id);
+    assert_eq!(
+        s.create_job_idempotent(job_of("a"), idem("a", "k1", "h1"))
+            .await
+            .unwrap(),
+        CreateOutcome::Replayed(first.id)
+    );
+    // An entry older than the window is ignored and replaced.
+    let expired = Idempotency {
+        not_before_ms: now_ms() + 60_000,
+        ..idem("a", "k1", "h3")
+    };
+    let CreateOutcome::Created(renewed) =
+        s.create_job_idempotent(job_of("a"), expired).await.unwrap()
+    else {
+        panic!("an expired key must create a new job");
+    };
+    assert_eq!(
+        s.create_job_idempotent(job_of("a"), idem("a", "k1", "h3"))
+            .await
+            .unwrap(),
+        CreateOutcome::Replayed(renewed.id)
+    );
+    // Purging forgets keys created before the cut-off, and only those.
+    assert_eq!(
+        s.purge_idempotency_keys(now_ms() - 60_000).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        s.purge_idempotency_keys(now_ms() + 60_000).await.unwrap(),
+        2
+    );
+    assert!(matches!(
+        s.create_job_idempotent(job_of("a"), idem("a", "k1", "h1"))
+            .await
+            .unwrap(),
+        CreateOutcome::Created(_)
+    ));
+    assert_eq!(total_jobs(s).await, 4);
+}
+
+/// Concurrent creates with one key make exactly one job (on SQLite they share a
+/// group-commit batch, so the batch itself must resolve them), while creates without a
+/// key or with other keys in the same rush are unaffected.
+async fn concurrent_idempotent_creates_make_one_job(f: &Fixture) {
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let store = f.store.clone();
+        handles.push(tokio::spawn(async move {
+            match i % 4 {
+                0 => CreateOutcome::Created(store.create_job(job_of("a")).await.unwrap()),
+                3 => store
+                    .create_job_idempotent(job_of("a"), idem("a", &format!("other-{i}"), "h"))
+                    .await
+                    .unwrap(),
+                _ => store
+                    .create_job_idempotent(job_of("a"), idem("a", "same", "h"))
+                    .await
+                    .unwrap(),
+            }
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for h in handles {
+        outcomes.push(h.await.unwrap());
+    }
+    let same: Vec<_> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| matches!(i % 4, 1 | 2))
+        .map(|(_, o)| o)
+        .collect();
+    assert_eq!(same.len(), 20);
+    let created: Vec<Uuid> = same
+        .iter()
+        .filter_map(|o| match o {
+            CreateOutcome::Created(job) => Some(job.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), 1, "{same:?}");
+    for o in &same {
+        assert!(
+            **o == CreateOutcome::Replayed(created[0]) || matches!(o, CreateOutcome::Created(_)),
+            "{o:?}"
+        );
+    }
+    // 10 without a key, 10 with keys of their own, and the one.
+    assert_eq!(total_jobs(f.store.as_ref()).await, 21);
 }

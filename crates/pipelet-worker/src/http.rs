@@ -27,6 +27,8 @@ pub struct HttpSource {
     client: reqwest::Client,
     base: String,
     key: String,
+    /// The renderer's name, sent with each claim (the server counts tasks by it).
+    backend: Option<String>,
 }
 
 impl HttpSource {
@@ -40,7 +42,15 @@ impl HttpSource {
             client,
             base: format!("{}{WORKER_API_PREFIX}", server.trim_end_matches('/')),
             key: key.to_string(),
+            backend: None,
         })
+    }
+
+    /// Names the renderer (`preview` or `wan`) in every claim, so the server knows how
+    /// many tasks a job has before the first progress report.
+    pub fn with_backend(mut self, backend: &str) -> Self {
+        self.backend = Some(backend.to_string());
+        self
     }
 
     fn url(&self, path: &str) -> String {
@@ -104,6 +114,7 @@ impl JobSource for HttpSource {
             pipelines: req.pipelines.clone(),
             loaded: req.loaded,
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            backend: self.backend.clone(),
         };
         let response = self
             .send(

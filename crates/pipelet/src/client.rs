@@ -1,10 +1,11 @@
 //! The client verbs for people: `submit` (follows the request, writes the MP4),
 //! `status` (a one-line summary, or the raw JSON), `cancel` (`--force` stops a running
-//! request) and `result`, over the public queue API.
+//! request), `result` and `list` (the key's recent requests), over the public queue API.
 //!
 //! [`summary`] words a status as one line; [`progress`] shows a followed request (a bar
 //! on a terminal, plain lines otherwise).
 
+mod list;
 mod progress;
 mod summary;
 
@@ -17,6 +18,7 @@ use pipelet_api::{Catalog, Pipeline};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+pub use list::{ListArgs, list};
 use progress::Display;
 use summary::StatusView;
 
@@ -25,6 +27,9 @@ const MAX_IMAGE_FILE_BYTES: u64 = 10 * 1024 * 1024;
 const POLL_EVERY: Duration = Duration::from_millis(250);
 /// A status poll that takes longer than this is an error, not a silent hang.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Tries of a create that failed in transit or with a 5xx (see `create_with_retries`).
+const CREATE_ATTEMPTS: u32 = 3;
+const CREATE_RETRY_AFTER: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
@@ -342,7 +347,7 @@ pub async fn submit(server: ServerArgs, args: SubmitArgs) -> anyhow::Result<()> 
     }
     let body = body_of(&args)?;
     let url = format!("{}/queue/{}", client.base, args.model);
-    let (_, created) = client.call(client.http.post(url).json(&body)).await?;
+    let created = create_with_retries(&client, &url, &body).await?;
     let id = created["request_id"]
         .as_str()
         .context("no request_id in the answer")?
@@ -358,6 +363,33 @@ pub async fn submit(server: ServerArgs, args: SubmitArgs) -> anyhow::Result<()> 
     eprintln!("request {id} submitted to {}", args.model);
     let status = follow(&client, &args.model, &id).await?;
     finish(&client, &args.model, &id, &status, args.output).await
+}
+
+/// Posts a create, retrying a lost connection or a 5xx a few times under one
+/// `Idempotency-Key` (fresh per submit): if an earlier try was committed and only its
+/// answer was lost, the server answers that request again instead of queueing another.
+async fn create_with_retries(client: &Client, url: &str, body: &Value) -> anyhow::Result<Value> {
+    let idempotency_key = uuid::Uuid::new_v4().to_string();
+    let mut attempt = 1;
+    loop {
+        let req = client
+            .http
+            .post(url)
+            .header("Idempotency-Key", &idempotency_key)
+            .json(body);
+        let error = match client.send(req).await {
+            Ok((status, created)) if status.is_success() => return Ok(created),
+            Ok((status, detail)) if status.is_server_error() => error_of(status, &detail),
+            Ok((status, detail)) => return Err(error_of(status, &detail)),
+            Err(e) => e,
+        };
+        if attempt >= CREATE_ATTEMPTS {
+            return Err(error);
+        }
+        eprintln!("create failed ({error:#}); retrying");
+        tokio::time::sleep(CREATE_RETRY_AFTER * attempt).await;
+        attempt += 1;
+    }
 }
 
 async fn finish(

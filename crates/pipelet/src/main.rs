@@ -65,6 +65,14 @@ enum Command {
         #[command(flatten)]
         args: client::CancelArgs,
     },
+    /// List your recent requests, newest first: id, model, status, created (--json: the
+    /// server's page).
+    List {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        args: client::ListArgs,
+    },
     /// Wait for a request and write its MP4.
     Result {
         #[command(flatten)]
@@ -131,6 +139,7 @@ async fn main() -> std::process::ExitCode {
         Command::Status { server, args } => client::status(server, args).await,
         Command::Cancel { server, args } => client::cancel(server, args).await,
         Command::Result { server, args } => client::result(server, args).await,
+        Command::List { server, args } => client::list(server, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -131,7 +131,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("cannot create scratch dir {}", scratch.display()))?;
-    let source = Arc::new(HttpSource::new(&args.server, &args.key)?);
+    let source = Arc::new(HttpSource::new(&args.server, &args.key)?.with_backend(runner.name()));
 
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();

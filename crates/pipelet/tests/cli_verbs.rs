@@ -211,8 +211,9 @@ async fn submit_into_a_pipe_prints_plain_lines_ending_at_n_of_n() {
     let queued = lines.until("queued", |l| l.starts_with("IN_QUEUE")).await;
     assert_eq!(queued, "IN_QUEUE, position 0 (next)");
     let lease = worker.claim().await;
+    // Claimed, no progress reported yet: the status already says 0 of the expected tasks.
     lines
-        .until("starting", |l| l == "IN_PROGRESS, starting")
+        .until("starting", |l| l.starts_with("IN_PROGRESS 0/"))
         .await;
     assert!(!worker.heartbeat(&lease, 3, 10).await);
     let running = lines.until("at 3/10", |l| l.contains("3/10")).await;
@@ -461,4 +462,58 @@ async fn every_flag_of_every_verb_has_a_help_text() {
     }
     assert!(pages >= 8, "walked only {pages} help pages");
     assert!(missing.is_empty(), "flags without help: {missing:#?}");
+}
+
+#[tokio::test]
+async fn list_prints_one_line_per_request_newest_first() {
+    let (_dir, data) = temp_data_dir();
+    let server = start_server(&data, &["--workers", "0"]);
+    let first = submit_no_wait(&server, &[]).await;
+    let second = submit_no_wait(&server, &[]).await;
+
+    let o = run(&server, &["list"]).await;
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0][..3], [second.as_str(), T2V, "IN_QUEUE"], "{out}");
+    assert_eq!(lines[1][..3], [first.as_str(), T2V, "IN_QUEUE"], "{out}");
+    assert!(lines[0][3].ends_with('Z'), "created, RFC 3339: {out}");
+
+    let o = run(&server, &["cancel", &first]).await;
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = run(&server, &["list", "--status", "CANCELLED", "--model", T2V]).await;
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).lines().count(), 1);
+    assert!(text(&o.stdout).starts_with(&first), "{}", text(&o.stdout));
+
+    // A short page says how to get the next one.
+    let o = run(&server, &["list", "--limit", "1"]).await;
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).starts_with(&second));
+    let err = text(&o.stderr);
+    let cursor = err
+        .split_whitespace()
+        .skip_while(|w| *w != "--cursor")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no --cursor hint: {err}"))
+        .to_string();
+    let o = run(
+        &server,
+        &["list", "--limit", "1", "--cursor", &cursor, "--json"],
+    )
+    .await;
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let page: Value = serde_json::from_slice(&o.stdout).expect("list JSON");
+    assert_eq!(page["requests"][0]["request_id"], first.as_str(), "{page}");
+    assert_eq!(page["requests"][0]["status"], "CANCELLED", "{page}");
+    assert!(page["next_cursor"].is_null(), "{page}");
+
+    // The server's refusal names the flag's parameter.
+    let o = run(&server, &["list", "--limit", "0"]).await;
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("limit"), "{}", text(&o.stderr));
 }

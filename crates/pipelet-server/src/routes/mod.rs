@@ -3,6 +3,8 @@
 pub mod docs;
 pub mod favicon;
 pub mod health;
+pub mod history;
+pub mod idempotency;
 pub mod models;
 pub mod playground;
 pub mod queue;

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use pipelet_api::wire::CreateResponse;
 use pipelet_api::{ModelSpec, Pipeline, ValidatedCreate, validate_create};
 use pipelet_store::blob::Blobs;
-use pipelet_store::{CancelOutcome, JobRecord, NewJob, now_ms};
+use pipelet_store::{CancelOutcome, CreateOutcome, JobRecord, NewJob, now_ms};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
@@ -20,6 +20,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::result_body::{self, FAL_REQUEST_ID};
+use crate::routes::idempotency;
 use crate::state::AppState;
 use crate::status_view::{self, wire_status};
 use crate::urls::BaseUrl;
@@ -100,7 +101,15 @@ async fn validate(
     path = "/queue/{model_id}",
     tag = "queue",
     operation_id = "create",
-    params(crate::openapi::ModelPath),
+    params(
+        crate::openapi::ModelPath,
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to \
+            retry: 1 to 255 visible ASCII characters (a UUID, say), unique per request. A \
+            repeat with the same key from the same API key within 24 hours answers the first \
+            create again (200 with `Idempotent-Replayed: true`, the same `request_id`; \
+            `queue_position` as of now) and creates nothing; the same key with another body \
+            or model is a 422."),
+    ),
     request_body(
         content = pipelet_api::wire::CreateRequest,
         content_type = "application/json",
@@ -110,8 +119,12 @@ async fn validate(
         (status = 200, description = "Queued: the request's id, its URLs, its queue \
             position and the priority it got.", body = CreateResponse,
             headers(("x-fal-request-id" = String, description = "The request's id (fal's \
-                clients read `requestId` from it)."))),
-        (status = 400, description = "The body is empty, unreadable or not JSON.",
+                clients read `requestId` from it)."),
+                ("Idempotent-Replayed" = String, description = "`true` when this answers an \
+                earlier create with the same `Idempotency-Key` (nothing new was created); \
+                absent otherwise."))),
+        (status = 400, description = "The body is empty, unreadable or not JSON; or the \
+            `Idempotency-Key` header is sent twice or is not visible ASCII text.",
             body = pipelet_api::wire::ErrorBody),
         (status = 401, description = "Missing, malformed or unknown API key.",
             body = pipelet_api::wire::ErrorBody,
@@ -122,13 +135,20 @@ async fn validate(
             body = pipelet_api::wire::ErrorBody),
         (status = 413, description = "The body is larger than the server's limit.",
             body = pipelet_api::wire::ErrorBody),
+        (status = 409, description = "The request an `Idempotency-Key` was first used for \
+            has since been deleted; send a new key.", body = pipelet_api::wire::ErrorBody),
         (status = 422, description = "Invalid input: `field` names the field at fault and \
-            `detail` says what is allowed.", body = pipelet_api::wire::ErrorBody),
+            `detail` says what is allowed; or an `Idempotency-Key` that is empty, longer than \
+            255 characters, or already used for a different request.",
+            body = pipelet_api::wire::ErrorBody),
         (status = 429, description = "The queue is full; try again later.",
             body = pipelet_api::wire::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
         (status = 503, description = "The server is shutting down.",
             body = pipelet_api::wire::ErrorBody),
+        (status = 507, description = "The server's disk is full: nothing was stored; \
+            creates succeed again once space is freed (status, results and cancels still \
+            work).", body = pipelet_api::wire::ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -137,11 +157,16 @@ pub async fn create(
     principal: Principal,
     base: BaseUrl,
     ApiPath(model_id): ApiPath<String>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     principal.require_client()?;
     let model = model(&state, &model_id)?;
+    let idempotency_key = idempotency::key_of(&headers)?;
     let body = parse_body(body, state.config.max_body_bytes)?;
+    // Hashed as sent, before validation consumes it.
+    let idempotency = idempotency_key
+        .map(|key| idempotency::idempotency(&principal.key.id, key, &model.id, &body));
     let validated = validate(&state, model, body).await?;
     if state.store.queued_total() >= state.config.max_queued {
         return Err(ApiError::TooManyRequests {
@@ -153,11 +178,17 @@ pub async fn create(
         });
     }
 
+    // A full disk refuses creates before anything is written.
+    state.disk.admit_create().await?;
     let id = Uuid::new_v4();
     let input_blob = match validated.image {
         Some(image) => {
             let key = Blobs::input_key(id);
-            state.blobs.put(&key, Bytes::from(image)).await?;
+            state
+                .blobs
+                .put(&key, Bytes::from(image))
+                .await
+                .map_err(|e| state.disk.create_failed(e))?;
             Some(key)
         }
         None => None,
@@ -179,8 +210,23 @@ pub async fn create(
         max_attempts: state.config.max_attempts,
         webhook_url: None,
     };
-    let job = match state.store.create_job(new_job).await {
-        Ok(job) => job,
+    let created = match idempotency {
+        None => state
+            .store
+            .create_job(new_job)
+            .await
+            .map(CreateOutcome::Created),
+        Some(idem) => state.store.create_job_idempotent(new_job, idem).await,
+    };
+    let job = match created {
+        Ok(CreateOutcome::Created(job)) => job,
+        Ok(other) => {
+            // Nothing was created, so nothing points at the image just stored.
+            if let Some(key) = input_blob {
+                let _ = state.blobs.delete(&key).await;
+            }
+            return idempotency::answer(&state, &base, model, other).await;
+        }
         Err(e) => {
             // No job points at the image, so it must not linger — unless the connection
             // broke mid-call, when the commit may have happened and only its answer was
@@ -190,7 +236,7 @@ pub async fn create(
             if let Some(key) = input_blob.filter(|_| !maybe_committed) {
                 let _ = state.blobs.delete(&key).await;
             }
-            return Err(e.into());
+            return Err(state.disk.create_failed(e));
         }
     };
     let position = state
@@ -278,8 +324,16 @@ pub async fn status(
 ) -> Result<Response, ApiError> {
     let (job, position) = visible_job(&state, &principal, &model_id, &id).await?;
     let viewer = status_view::Viewer::of(&principal);
-    let body =
-        status_view::status_response(&job, position, &base, truthy(&query.logs), now_ms(), viewer);
+    let mut body = status_view::status_response(
+        &job,
+        position,
+        &base,
+        truthy(&query.logs),
+        now_ms(),
+        viewer,
+        &state.metrics.eta,
+    );
+    crate::retention::annotate(&mut body.status_messages, &job, &state.config);
     Ok(([(FAL_REQUEST_ID, job.id.to_string())], Json(body)).into_response())
 }
 
@@ -379,6 +433,9 @@ pub async fn cancel(
             may see.", body = pipelet_api::wire::ErrorBody),
         (status = 409, description = "The request is not `COMPLETED`: the body has its status \
             (and for `FAILED` the reason).", body = crate::openapi::ResultNotReady),
+        (status = 410, description = "The request is `COMPLETED` but its result has expired \
+            under the server's retention (`--result-ttl`); its status says when \
+            (`statusMessages.expired_at`).", body = pipelet_api::wire::ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -388,9 +445,14 @@ pub async fn result(
     ApiPath((model_id, id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (job, position) = visible_job(&state, &principal, &model_id, &id).await?;
+    if let Some(gone) = crate::retention::gone(&job) {
+        return Err(gone);
+    }
     let Some(result) = job.result.as_ref().filter(|_| job.state.is_terminal()) else {
         let status = wire_status(job.state);
-        let messages = status_view::messages(&job, now_ms(), status_view::Viewer::of(&principal));
+        let viewer = status_view::Viewer::of(&principal);
+        let mut messages = status_view::messages(&job, now_ms(), viewer, &state.metrics.eta);
+        crate::retention::annotate(&mut messages, &job, &state.config);
         let detail = match (job.state, &job.error) {
             (pipelet_store::JobState::Failed, Some(reason)) => {
                 format!("the request failed: {reason}")

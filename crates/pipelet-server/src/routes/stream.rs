@@ -6,8 +6,9 @@
 //!
 //! - `event: status` with the status JSON as `data`, sent at once and then whenever
 //!   anything a client sees changes: the status, `queue_position`, the progress, the
-//!   messages. The `estimated_total_time_seconds` estimate alone does not count as a
-//!   change (it moves with the clock); it rides along with the next real one.
+//!   messages. The estimates (`estimated_total_time_seconds`, also in `statusMessages`,
+//!   and `estimated_start_seconds`) alone do not count as a change (they move with the
+//!   clock); they ride along with the next real one.
 //! - after a terminal status (`COMPLETED`, `FAILED`, `CANCELLED`) the stream ends.
 //! - `event: error` with `{"detail": ...}` when the request can no longer be read; the
 //!   stream then ends (poll the status URL instead).
@@ -235,14 +236,16 @@ impl Watch {
                     }
                 }
             };
-            let response = status_view::status_response(
+            let mut response = status_view::status_response(
                 &job,
                 position,
                 &self.base,
                 self.with_logs,
                 now_ms(),
                 self.viewer,
+                &self.state.metrics.eta,
             );
+            crate::retention::annotate(&mut response.status_messages, &job, &self.state.config);
             let mut value = match serde_json::to_value(&response) {
                 Ok(value) => value,
                 Err(e) => {
@@ -251,8 +254,16 @@ impl Watch {
                 }
             };
             let data = value.to_string();
+            // Estimates move with the clock: alone they are no change.
             if let Some(fields) = value.as_object_mut() {
                 fields.remove("estimated_total_time_seconds");
+                fields.remove("estimated_start_seconds");
+                if let Some(messages) = fields
+                    .get_mut("statusMessages")
+                    .and_then(|m| m.as_object_mut())
+                {
+                    messages.remove("estimated_total_time_seconds");
+                }
             }
             let fingerprint = value.to_string();
             if self.last.as_ref() == Some(&fingerprint) {

@@ -136,6 +136,10 @@ pub async fn claim(
     };
     let wait = std::time::Duration::from_millis(body.wait_ms.min(MAX_CLAIM_WAIT_MS));
     state.metrics.worker_seen(&req.worker_id);
+    // Only the two known renderers: anything else counts tasks as Wan does.
+    if let Some(backend @ ("preview" | "wan")) = body.backend.as_deref() {
+        state.metrics.eta.set_backend(&req.worker_id, backend);
+    }
     let claimed = tokio::select! {
         claimed = state.jobs.claim(&req, wait) => claimed,
         // Long polls must not hold up a graceful shutdown.

@@ -6,14 +6,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::postgres::PgPool;
+use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::gauge::QueuedGauge;
 use super::rows::{JOB_COLUMNS, job_from_row, opt_text, text};
 use super::{JOBS_CHANNEL, MAX_CREATE_BATCH, PendingCreate};
-use crate::{JobRecord, NewJob, Result, StoreError, now_ms};
+use crate::{CreateOutcome, Idempotency, JobRecord, NewJob, Result, StoreError, now_ms};
 
 pub(super) async fn run_create_batches(
     mut rx: mpsc::Receiver<PendingCreate>,
@@ -60,6 +61,88 @@ async fn insert_all(
     jobs: &[&NewJob],
     now: i64,
 ) -> Result<HashMap<Uuid, JobRecord>> {
+    let write = gauge.write();
+    let mut tx = pool.begin().await?;
+    let records = insert_in(&mut tx, jobs, now).await?;
+    tx.commit().await?;
+    write.commit(records.len() as i64);
+    Ok(records.into_iter().map(|r| (r.id, r)).collect())
+}
+
+/// A create with an `Idempotency-Key`, in a transaction of its own rather than in a
+/// batch: claiming the key may wait for another server's transaction that holds it,
+/// which must not hold up unrelated creates.
+///
+/// The key row is written first with `INSERT … ON CONFLICT`. Under READ COMMITTED a
+/// conflict with an uncommitted insert waits until that transaction ends: if it
+/// committed, the conflict is seen and its row is read (the statement after sees it);
+/// if it rolled back, this insert goes ahead. So concurrent creates with one key make
+/// exactly one job. An entry older than `not_before_ms` is taken over by the update.
+pub(super) async fn create_idempotent(
+    pool: &PgPool,
+    gauge: &QueuedGauge,
+    job: &NewJob,
+    idem: &Idempotency,
+) -> Result<CreateOutcome> {
+    let now = now_ms();
+    let write = gauge.write();
+    let mut tx = pool.begin().await?;
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency_keys (owner, key, request_hash, job_id, created_at_ms) \
+         VALUES ($1, $2, $3, $4::uuid, $5) ON CONFLICT (owner, key) DO UPDATE SET \
+         request_hash = EXCLUDED.request_hash, job_id = EXCLUDED.job_id, \
+         created_at_ms = EXCLUDED.created_at_ms \
+         WHERE idempotency_keys.created_at_ms < $6 RETURNING job_id",
+    )
+    .bind(text(&idem.owner))
+    .bind(text(&idem.key))
+    .bind(&idem.request_hash)
+    .bind(job.id.to_string())
+    .bind(now)
+    .bind(idem.not_before_ms)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if claimed.is_none() {
+        // A live entry, committed by its creator (the insert above waited for it).
+        let row = sqlx::query(
+            "SELECT request_hash, job_id::text AS job_id FROM idempotency_keys \
+             WHERE owner = $1 AND key = $2",
+        )
+        .bind(text(&idem.owner))
+        .bind(text(&idem.key))
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("idempotency key vanished while locked".into()))?;
+        tx.rollback().await?;
+        drop(write);
+        let hash: String = row.try_get("request_hash")?;
+        if hash != idem.request_hash {
+            return Ok(CreateOutcome::Mismatch);
+        }
+        let job_id: String = row.try_get("job_id")?;
+        let job_id = Uuid::parse_str(&job_id)
+            .map_err(|_| StoreError::Corrupt(format!("idempotency job id {job_id:?}")))?;
+        return Ok(CreateOutcome::Replayed(job_id));
+    }
+    let mut records = insert_in(&mut tx, &[job], now).await?;
+    tx.commit().await?;
+    write.commit(records.len() as i64);
+    records
+        .pop()
+        .map(CreateOutcome::Created)
+        .ok_or_else(|| StoreError::Corrupt(format!("job {} missing after its insert", job.id)))
+}
+
+pub(super) async fn purge_idempotency_keys(pool: &PgPool, older_than_ms: i64) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at_ms < $1")
+        .bind(older_than_ms)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Inserts `jobs` (seqs in their order) and notifies, in the caller's transaction.
+async fn insert_in(conn: &mut PgConnection, jobs: &[&NewJob], now: i64) -> Result<Vec<JobRecord>> {
     let mut specs = Vec::with_capacity(jobs.len());
     for job in jobs {
         specs.push(
@@ -81,8 +164,6 @@ async fn insert_all(
         .map(|j| opt_text(j.webhook_url.as_deref()))
         .collect();
 
-    let write = gauge.write();
-    let mut tx = pool.begin().await?;
     let rows = sqlx::query(&format!(
         "INSERT INTO jobs (id, model_id, pipeline, owner_key_id, priority, state, spec, \
          input_blob, created_at, enqueued_at, max_attempts, webhook_url) \
@@ -105,17 +186,11 @@ async fn insert_all(
     .bind(&attempts)
     .bind(now)
     .bind(&webhooks)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(JOBS_CHANNEL)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    let records = rows
-        .iter()
-        .map(job_from_row)
-        .collect::<Result<Vec<JobRecord>>>()?;
-    tx.commit().await?;
-    write.commit(records.len() as i64);
-    Ok(records.into_iter().map(|r| (r.id, r)).collect())
+    rows.iter().map(job_from_row).collect()
 }

@@ -53,6 +53,7 @@ mod gauge;
 mod jobs;
 mod keys;
 mod recovery;
+mod retention;
 mod rows;
 mod server_lock;
 mod store_impl;

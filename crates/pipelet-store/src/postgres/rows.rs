@@ -12,7 +12,8 @@ pub(crate) const JOB_COLUMNS: &str = "seq, id::text AS id, model_id, pipeline, o
      priority, state, spec, input_blob, created_at, started_at, finished_at, attempt, \
      max_attempts, lease_token, lease_owner, lease_expires_at, \
      cancel_requested::int::int8 AS cancel_requested, \
-     progress_done, progress_total, error, error_detail, result, cancelled_by, webhook_url";
+     progress_done, progress_total, error, error_detail, result, cancelled_by, webhook_url, \
+     result_expired_at";
 
 /// `s` with every NUL replaced by U+FFFD, borrowed when there is none (the usual case).
 pub(crate) fn text(s: &str) -> Cow<'_, str> {

@@ -10,12 +10,13 @@ use uuid::Uuid;
 
 use super::recovery::{self, Stranded};
 use super::rows::{JOB_COLUMNS, job_from_row};
-use super::{PgStore, jobs, keys};
+use super::{PgStore, jobs, keys, retention};
+use crate::ReleasedBlobs;
 use crate::keys::{KeyRecord, NewKey};
 use crate::{
-    CancelOutcome, ClaimRequest, FailOutcome, Failure, HeartbeatReply, JobCount, JobRecord,
-    JobResult, JobState, Lease, LeaseRef, NewJob, ProgressUpdate, ReapedJob, Result, Store,
-    StoreError,
+    CancelOutcome, ClaimRequest, CreateOutcome, FailOutcome, Failure, HeartbeatReply, Idempotency,
+    JobCount, JobListQuery, JobPage, JobRecord, JobResult, JobState, Lease, LeaseRef, NewJob,
+    ProgressUpdate, ReapedJob, Result, Store, StoreError,
 };
 
 #[async_trait]
@@ -31,6 +32,18 @@ impl Store for PgStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn create_job_idempotent(
+        &self,
+        job: NewJob,
+        idempotency: Idempotency,
+    ) -> Result<CreateOutcome> {
+        super::create::create_idempotent(&self.pool, &self.gauge, &job, &idempotency).await
+    }
+
+    async fn purge_idempotency_keys(&self, older_than_ms: i64) -> Result<u64> {
+        super::create::purge_idempotency_keys(&self.pool, older_than_ms).await
     }
 
     async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
@@ -51,6 +64,43 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    async fn list_jobs_page(&self, query: &JobListQuery) -> Result<JobPage> {
+        use super::rows::text;
+        let size = query.page_size();
+        let mut sql = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE TRUE"
+        ));
+        // Only the filters given go into the SQL, so the planner can use the indexes.
+        if let Some(owner) = &query.owner_key_id {
+            sql.push(" AND owner_key_id = ")
+                .push_bind(text(owner).into_owned());
+        }
+        if let Some(name) = &query.owner_key_name {
+            sql.push(" AND owner_key_id IN (SELECT id FROM api_keys WHERE name = ")
+                .push_bind(text(name).into_owned())
+                .push(")");
+        }
+        if let Some(model_id) = &query.model_id {
+            sql.push(" AND model_id = ")
+                .push_bind(text(model_id).into_owned());
+        }
+        if let Some(state) = query.state {
+            sql.push(" AND state = ").push_bind(state.as_str());
+        }
+        if let Some(after) = query.after {
+            sql.push(" AND (created_at, seq) < (")
+                .push_bind(after.created_at_ms)
+                .push(", ")
+                .push_bind(after.seq)
+                .push(")");
+        }
+        sql.push(" ORDER BY created_at DESC, seq DESC LIMIT ")
+            .push_bind(i64::from(size) + 1);
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(JobPage::from_rows(jobs, size))
     }
 
     async fn cancel(&self, id: Uuid, force: bool, by: &str) -> Result<CancelOutcome> {
@@ -96,6 +146,32 @@ impl Store for PgStore {
             recovery::end_stranded(&self.pool, &self.gauge, Stranded::OwnerPrefix(owner_prefix))
                 .await?;
         Ok(released.len() as u64)
+    }
+
+    async fn release_inputs(&self, finished_by_ms: i64, limit: u32) -> Result<Vec<ReleasedBlobs>> {
+        retention::release_inputs(&self.pool, finished_by_ms, limit).await
+    }
+
+    async fn expire_results(
+        &self,
+        finished_by_ms: i64,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ReleasedBlobs>> {
+        retention::expire_results(&self.pool, finished_by_ms, now_ms, limit).await
+    }
+
+    async fn delete_finished_jobs(
+        &self,
+        finished_by_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ReleasedBlobs>> {
+        retention::delete_finished_jobs(&self.pool, finished_by_ms, limit).await
+    }
+
+    /// Autovacuum returns PostgreSQL's space; nothing to do here.
+    async fn reclaim_space(&self, _max_pages: u32) -> Result<u64> {
+        Ok(0)
     }
 
     async fn job_counts(&self) -> Result<Vec<JobCount>> {

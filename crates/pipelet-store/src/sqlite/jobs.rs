@@ -15,8 +15,9 @@ use crate::dispatch::{
     Head, StrandedCause, next_state, pick_head, recorded_detail, stranded_error,
 };
 use crate::{
-    CancelOutcome, ClaimRequest, FailOutcome, Failure, JobRecord, JobResult, JobState, Lease,
-    LeaseRef, NewJob, QueueIndex, ReapOutcome, ReapedJob, Result, StoreError, now_ms,
+    CancelOutcome, ClaimRequest, CreateOutcome, FailOutcome, Failure, Idempotency, JobRecord,
+    JobResult, JobState, Lease, LeaseRef, NewJob, QueueIndex, ReapOutcome, ReapedJob, Result,
+    StoreError, now_ms,
 };
 
 pub(super) async fn load_index(conn: &mut SqliteConnection) -> Result<QueueIndex> {
@@ -56,9 +57,68 @@ async fn insert_job(conn: &mut SqliteConnection, job: &NewJob, now: i64) -> Resu
     job_from_row(&row)
 }
 
+/// One create inside the caller's transaction. With an idempotency key, a fresh entry
+/// for it (possibly written earlier in the same batch, which this transaction sees)
+/// answers instead of a new job; otherwise the key is (re)written with the job.
+async fn create_one(
+    conn: &mut SqliteConnection,
+    job: &NewJob,
+    idempotency: Option<&Idempotency>,
+    now: i64,
+) -> Result<CreateOutcome> {
+    if let Some(idem) = idempotency {
+        let existing = sqlx::query(
+            "SELECT request_hash, job_id FROM idempotency_keys \
+             WHERE owner = ? AND key = ? AND created_at_ms >= ?",
+        )
+        .bind(&idem.owner)
+        .bind(&idem.key)
+        .bind(idem.not_before_ms)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = existing {
+            let hash: String = row.try_get("request_hash")?;
+            if hash != idem.request_hash {
+                return Ok(CreateOutcome::Mismatch);
+            }
+            let job_id: String = row.try_get("job_id")?;
+            let job_id = Uuid::parse_str(&job_id)
+                .map_err(|_| StoreError::Corrupt(format!("idempotency job id {job_id:?}")))?;
+            return Ok(CreateOutcome::Replayed(job_id));
+        }
+        // An expired entry is replaced.
+        sqlx::query(
+            "INSERT INTO idempotency_keys (owner, key, request_hash, job_id, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner, key) DO UPDATE SET \
+             request_hash = excluded.request_hash, job_id = excluded.job_id, \
+             created_at_ms = excluded.created_at_ms",
+        )
+        .bind(&idem.owner)
+        .bind(&idem.key)
+        .bind(&idem.request_hash)
+        .bind(job.id.to_string())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    insert_job(conn, job, now).await.map(CreateOutcome::Created)
+}
+
+pub(super) async fn purge_idempotency_keys(
+    conn: &mut SqliteConnection,
+    older_than_ms: i64,
+) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at_ms < ?")
+        .bind(older_than_ms)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// Group commit: takes every create waiting in the channel, inserts them in one
 /// transaction (one fsync), and answers each. If the batch fails, each job is retried
-/// alone so one bad row cannot fail its neighbours.
+/// alone so one bad row cannot fail its neighbours. Creates in one batch are applied in
+/// order, so two with the same idempotency key make one job (the second replays it).
 pub(super) async fn run_create_batches(
     mut rx: mpsc::Receiver<PendingCreate>,
     writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
@@ -72,29 +132,29 @@ pub(super) async fn run_create_batches(
         let now = now_ms();
         let all = async {
             begin(&mut conn).await?;
-            let mut records = Vec::with_capacity(batch.len());
+            let mut outcomes = Vec::with_capacity(batch.len());
             let mut inserted = Ok(());
-            for (job, _) in &batch {
-                match insert_job(&mut conn, job, now).await {
-                    Ok(record) => records.push(record),
+            for (job, idem, _) in &batch {
+                match create_one(&mut conn, job, idem.as_ref(), now).await {
+                    Ok(outcome) => outcomes.push(outcome),
                     Err(e) => {
                         inserted = Err(e);
                         break;
                     }
                 }
             }
-            finish(&mut conn, inserted.map(|()| records)).await
+            finish(&mut conn, inserted.map(|()| outcomes)).await
         }
         .await;
-        let results: Vec<Result<JobRecord>> = match all {
-            Ok(records) => records.into_iter().map(Ok).collect(),
+        let results: Vec<Result<CreateOutcome>> = match all {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, jobs = batch.len(), "batched create failed; retrying one by one");
                 let mut results = Vec::with_capacity(batch.len());
-                for (job, _) in &batch {
+                for (job, idem, _) in &batch {
                     let one = match begin(&mut conn).await {
                         Ok(()) => {
-                            let r = insert_job(&mut conn, job, now).await;
+                            let r = create_one(&mut conn, job, idem.as_ref(), now).await;
                             finish(&mut conn, r).await
                         }
                         Err(e) => Err(e),
@@ -104,19 +164,25 @@ pub(super) async fn run_create_batches(
                 results
             }
         };
+        let created = || {
+            results.iter().filter_map(|r| match r {
+                Ok(CreateOutcome::Created(record)) => Some(record),
+                _ => None,
+            })
+        };
         {
             let mut index = lock_index(&index);
-            for record in results.iter().flatten() {
+            for record in created() {
                 index.insert(record.pipeline, record.priority, record.seq);
             }
         }
         // Still under the writer lock, so no later transition can be overwritten.
-        for record in results.iter().flatten() {
+        for record in created() {
             live.put(record.clone());
         }
         drop(conn);
         available.notify_waiters();
-        for ((_, reply), result) in batch.drain(..).zip(results) {
+        for ((_, _, reply), result) in batch.drain(..).zip(results) {
             // The caller may have gone away (client disconnected); the job stays created.
             let _ = reply.send(result);
         }

@@ -12,6 +12,7 @@
 mod jobs;
 mod keys;
 mod live;
+mod retention;
 mod rows;
 mod store_impl;
 
@@ -21,13 +22,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::{JobRecord, NewJob, QueueIndex, Result};
+use crate::{CreateOutcome, Idempotency, NewJob, QueueIndex, Result};
 pub(crate) use live::LiveJobs;
 
 /// Concurrent creates that may share one transaction.
@@ -37,7 +38,12 @@ const MAX_CREATE_BATCH: usize = 256;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_CONNECTIONS: u32 = 4;
 
-type PendingCreate = (NewJob, oneshot::Sender<Result<JobRecord>>);
+/// A create waiting for its batch, with its `Idempotency-Key` if it has one.
+type PendingCreate = (
+    NewJob,
+    Option<Idempotency>,
+    oneshot::Sender<Result<CreateOutcome>>,
+);
 
 pub struct SqliteStore {
     read: SqlitePool,
@@ -55,6 +61,9 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
+            // Before the first table exists, so a new database frees deleted jobs'
+            // pages with `incremental_vacuum` (retention); older ones switch below.
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a 2xx means the commit reached the disk, not just the OS.
             .synchronous(SqliteSynchronous::Full)
@@ -65,6 +74,7 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut writer)
             .await?;
+        retention::ensure_incremental_vacuum(&mut writer).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .connect_with(options)

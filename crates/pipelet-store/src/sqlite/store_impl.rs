@@ -8,13 +8,14 @@ use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use super::rows::{JOB_COLUMNS, job_from_row};
-use super::{SqliteStore, jobs, keys};
+use super::{SqliteStore, jobs, keys, retention};
+use crate::ReleasedBlobs;
 use crate::dispatch::{LEASE_EXPIRED, SERVER_RESTARTED};
 use crate::keys::{KeyRecord, NewKey};
 use crate::{
-    CancelOutcome, ClaimRequest, FailOutcome, Failure, HeartbeatReply, JobCount, JobRecord,
-    JobResult, JobState, Lease, LeaseRef, NewJob, ProgressUpdate, ReapedJob, Result, Store,
-    StoreError,
+    CancelOutcome, ClaimRequest, CreateOutcome, FailOutcome, Failure, HeartbeatReply, Idempotency,
+    JobCount, JobListQuery, JobPage, JobRecord, JobResult, JobState, Lease, LeaseRef, NewJob,
+    ProgressUpdate, ReapedJob, Result, Store, StoreError,
 };
 
 #[async_trait]
@@ -22,10 +23,33 @@ impl Store for SqliteStore {
     async fn create_job(&self, job: NewJob) -> Result<JobRecord> {
         let (tx, rx) = oneshot::channel();
         self.creates
-            .send((job, tx))
+            .send((job, None, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        match rx.await.map_err(|_| StoreError::Closed)?? {
+            CreateOutcome::Created(record) => Ok(record),
+            other => Err(StoreError::Corrupt(format!(
+                "a create without an idempotency key answered {other:?}"
+            ))),
+        }
+    }
+
+    async fn create_job_idempotent(
+        &self,
+        job: NewJob,
+        idempotency: Idempotency,
+    ) -> Result<CreateOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.creates
+            .send((job, Some(idempotency), tx))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn purge_idempotency_keys(&self, older_than_ms: i64) -> Result<u64> {
+        let mut conn = self.writer.lock().await;
+        jobs::purge_idempotency_keys(&mut conn, older_than_ms).await
     }
 
     async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
@@ -74,6 +98,41 @@ impl Store for SqliteStore {
         .fetch_all(&mut *conn)
         .await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    async fn list_jobs_page(&self, query: &JobListQuery) -> Result<JobPage> {
+        let size = query.page_size();
+        let mut sql = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1"
+        ));
+        // Only the filters given go into the SQL, so the planner can use the indexes.
+        if let Some(owner) = &query.owner_key_id {
+            sql.push(" AND owner_key_id = ").push_bind(owner.clone());
+        }
+        if let Some(name) = &query.owner_key_name {
+            sql.push(" AND owner_key_id IN (SELECT id FROM api_keys WHERE name = ")
+                .push_bind(name.clone())
+                .push(")");
+        }
+        if let Some(model_id) = &query.model_id {
+            sql.push(" AND model_id = ").push_bind(model_id.clone());
+        }
+        if let Some(state) = query.state {
+            sql.push(" AND state = ").push_bind(state.as_str());
+        }
+        if let Some(after) = query.after {
+            sql.push(" AND (created_at, seq) < (")
+                .push_bind(after.created_at_ms)
+                .push(", ")
+                .push_bind(after.seq)
+                .push(")");
+        }
+        sql.push(" ORDER BY created_at DESC, seq DESC LIMIT ")
+            .push_bind(i64::from(size) + 1);
+        let mut conn = self.read.acquire().await?;
+        let rows = sql.build().fetch_all(&mut *conn).await?;
+        let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(JobPage::from_rows(jobs, size))
     }
 
     async fn cancel(&self, id: Uuid, force: bool, by: &str) -> Result<CancelOutcome> {
@@ -179,6 +238,35 @@ impl Store for SqliteStore {
             self.live.refresh(&mut conn, job.id).await?;
         }
         Ok(released.len() as u64)
+    }
+
+    async fn release_inputs(&self, finished_by_ms: i64, limit: u32) -> Result<Vec<ReleasedBlobs>> {
+        let mut conn = self.writer.lock().await;
+        retention::release_inputs(&mut conn, finished_by_ms, limit).await
+    }
+
+    async fn expire_results(
+        &self,
+        finished_by_ms: i64,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ReleasedBlobs>> {
+        let mut conn = self.writer.lock().await;
+        retention::expire_results(&mut conn, finished_by_ms, now_ms, limit).await
+    }
+
+    async fn delete_finished_jobs(
+        &self,
+        finished_by_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ReleasedBlobs>> {
+        let mut conn = self.writer.lock().await;
+        retention::delete_finished_jobs(&mut conn, finished_by_ms, limit).await
+    }
+
+    async fn reclaim_space(&self, max_pages: u32) -> Result<u64> {
+        let mut conn = self.writer.lock().await;
+        retention::reclaim_space(&mut conn, max_pages).await
     }
 
     async fn job_counts(&self) -> Result<Vec<JobCount>> {

@@ -86,8 +86,10 @@ impl StatusView {
             total_estimate_s: either("estimated_total_time_seconds"),
             start_estimate_s: either("estimated_start_seconds"),
             inference_s: seconds_field(&messages["inference_time_seconds"]),
+            // `statusMessages.cancel_requested`; servers before it said so in the detail.
             stopping: status == "IN_PROGRESS"
-                && detail.is_some_and(|d| d.contains("cancel requested")),
+                && (messages["cancel_requested"].as_bool() == Some(true)
+                    || detail.is_some_and(|d| d.contains("cancel requested"))),
             reason: reason.map(short),
             status,
         }
@@ -232,6 +234,15 @@ mod tests {
         assert_eq!(
             line(nested),
             "IN_PROGRESS 1/4 (25%), about 2 min 5 s in total, stopping (cancel requested)"
+        );
+        let flagged = json!({
+            "status": "IN_PROGRESS",
+            "statusMessages": {"detail_message": "Progress: 0/6 Tasks done",
+                "cancel_requested": true, "estimated_total_time_seconds": 125.0},
+        });
+        assert_eq!(
+            line(flagged),
+            "IN_PROGRESS 0/6 (0%), about 2 min 5 s in total, stopping (cancel requested)"
         );
         let starting = json!({"status": "IN_PROGRESS",
             "statusMessages": {"message": "PROCESSING", "detail_message": "Starting"}});
