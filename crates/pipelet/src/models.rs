@@ -6,8 +6,6 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use pipelet_runner::wan;
-
 #[derive(Debug, clap::Subcommand)]
 pub enum ModelsCommand {
     /// Download t2v, i2v (Wan-AI/Wan2.2-*-A14B-Diffusers) or the lightning LoRAs
@@ -87,7 +85,7 @@ pub async fn run(command: ModelsCommand) -> anyhow::Result<()> {
             (python, args)
         }
     };
-    let runner_dir = runner_dir(python.wan_runner_dir.as_deref())?;
+    let runner_dir = crate::wan_args::runner_dir(python.wan_runner_dir.as_deref())?;
     let status = tokio::process::Command::new(&python.python)
         .arg("-m")
         .arg("pipelet_wan.models")
@@ -110,22 +108,6 @@ pub async fn run(command: ModelsCommand) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn runner_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let dir = match given {
-        Some(dir) if wan::is_runner_dir(dir) => dir.to_path_buf(),
-        Some(dir) => anyhow::bail!(
-            "--wan-runner-dir {}: no pipelet_wan package there",
-            dir.display()
-        ),
-        None => wan::find_runner_dir().ok_or_else(|| {
-            anyhow::anyhow!(
-                "cannot find runners/wan (the pipelet_wan package): pass --wan-runner-dir"
-            )
-        })?,
-    };
-    Ok(std::path::absolute(dir)?)
 }
 
 /// `PYTHONPATH` with the runner's folder first, keeping any the operator set.

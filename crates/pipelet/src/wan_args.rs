@@ -2,7 +2,7 @@
 //! Python runs `runners/wan`, and its memory options. Each flag has an environment
 //! fallback (`PIPELET_WAN_*`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pipelet_runner::wan::{self, PipelineSource, WanConfig};
 
@@ -91,22 +91,28 @@ enum Offload {
     Sequential,
 }
 
+/// The runner's folder (the `pipelet_wan` package) as an absolute path: `--wan-runner-dir`
+/// when given, else found beside the binary or in the current directory.
+pub fn runner_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = match given {
+        Some(dir) if wan::is_runner_dir(dir) => dir.to_path_buf(),
+        Some(dir) => anyhow::bail!(
+            "--wan-runner-dir {}: no pipelet_wan package there",
+            dir.display()
+        ),
+        None => wan::find_runner_dir().ok_or_else(|| {
+            anyhow::anyhow!(
+                "cannot find runners/wan (the pipelet_wan package): pass --wan-runner-dir"
+            )
+        })?,
+    };
+    Ok(std::path::absolute(dir)?)
+}
+
 impl WanArgs {
     /// The runner's configuration, with every path checked.
     pub fn config(&self) -> anyhow::Result<WanConfig> {
-        let runner_dir = match &self.wan_runner_dir {
-            Some(dir) if wan::is_runner_dir(dir) => dir.clone(),
-            Some(dir) => anyhow::bail!(
-                "--wan-runner-dir {}: no pipelet_wan package there",
-                dir.display()
-            ),
-            None => wan::find_runner_dir().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "cannot find runners/wan (the pipelet_wan package): pass --wan-runner-dir"
-                )
-            })?,
-        };
-        let runner_dir = std::path::absolute(&runner_dir)?;
+        let runner_dir = runner_dir(self.wan_runner_dir.as_deref())?;
         let mut config = WanConfig::new(&self.python, runner_dir);
         config.t2v = source(&self.wan_t2v, &self.wan_t2v_lora, "t2v")?;
         config.i2v = source(&self.wan_i2v, &self.wan_i2v_lora, "i2v")?;
