@@ -162,6 +162,7 @@ fn result() -> ResultResponse {
             num_frames: 81,
             duration: 5.0625,
             backend: "preview".into(),
+            url: Some("https://v.example.com/files/r1.mp4?expires=1&sig=x".into()),
         },
     }
 }

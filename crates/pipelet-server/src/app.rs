@@ -175,6 +175,12 @@ impl Application {
             }
         }
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
+        // Shared by every server on the store, so any of them accepts any link.
+        let link_secret = store
+            .server_secret(crate::result_links::SECRET_NAME)
+            .await
+            .context("cannot read the result-link secret from the store")?;
+        let links = Arc::new(crate::result_links::LinkSigner::new(link_secret.as_bytes()));
         let blobs = match &config.blob_url {
             Some(url) => Blobs::from_url(url).with_context(|| format!("--blob-url {url}"))?,
             None => Blobs::local(&config.data_dir.join("blobs"))?,
@@ -203,6 +209,7 @@ impl Application {
         let jobs = Arc::new(LocalSource::new(store.clone(), blobs.clone(), config.lease));
         let disk = Arc::new(crate::disk::DiskGuard::new(&config.data_dir));
         let state = AppState {
+            links,
             disk,
             store,
             blobs,

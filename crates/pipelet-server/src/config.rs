@@ -21,6 +21,20 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 /// Retention defaults (the `--result-ttl` and `--job-ttl` flags say the same).
 pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_JOB_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a result's `video.url` link works (`--result-url-ttl`).
+pub const DEFAULT_RESULT_URL_TTL: Duration = Duration::from_secs(2 * 3600);
+/// Longest `--result-url-ttl` (S3 presigned URLs allow at most 7 days too).
+const MAX_RESULT_URL_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What the result's `video.data_uri` holds (`--result-data-uri`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ResultDataUri {
+    /// Plain base64 of the MP4 (the spec's default).
+    #[default]
+    Base64,
+    /// The same link as `video.url`, as the public service does with presigned URLs.
+    Url,
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -97,6 +111,31 @@ pub struct ServeArgs {
     #[arg(long, env = "PIPELET_KEEP_INPUTS", default_value_t = false,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub keep_inputs: bool,
+    // Result links.
+    /// What the result's `video.data_uri` holds: `base64` (the MP4 itself) or `url` (the
+    /// link of `video.url`, so results stay small).
+    #[arg(long, env = "PIPELET_RESULT_DATA_URI", value_enum, default_value_t = ResultDataUri::Base64)]
+    pub result_data_uri: ResultDataUri,
+    /// How long the signed `video.url` link of a result works: seconds, or `30m`, `2h`
+    /// (at most 7 days).
+    #[arg(long, env = "PIPELET_RESULT_URL_TTL", default_value = "2h", value_parser = parse_url_ttl)]
+    pub result_url_ttl: Duration,
+    /// With --blob-url s3://…, make `video.url` an S3 presigned URL (downloads go to S3
+    /// directly) instead of a link signed and served by pipelet.
+    #[arg(long, env = "PIPELET_PRESIGN", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub presign: bool,
+}
+
+/// Parses `--result-url-ttl`: like [`parse_ttl`] but never forever (a link must expire).
+pub fn parse_url_ttl(text: &str) -> Result<Duration, String> {
+    match parse_ttl(text)? {
+        Ttl(Some(d)) if d <= MAX_RESULT_URL_TTL => Ok(d),
+        Ttl(Some(_)) => Err(format!("{text:?} is longer than 7 days")),
+        Ttl(None) => Err(format!(
+            "{text:?}: result links must expire; give e.g. 30m or 2h"
+        )),
+    }
 }
 
 /// A retention period: `None` keeps forever (`0` on the command line).
@@ -153,6 +192,10 @@ pub struct Config {
     pub result_ttl: Option<Duration>,
     pub job_ttl: Option<Duration>,
     pub keep_inputs: bool,
+    /// `--result-data-uri`, `--result-url-ttl`, `--presign` (see [`crate::result_links`]).
+    pub result_data_uri: ResultDataUri,
+    pub result_url_ttl: Duration,
+    pub presign: bool,
     /// How often the retention cleanup runs (not a flag; tests shorten it).
     pub retention_interval: Duration,
 }
@@ -218,6 +261,19 @@ impl ServeArgs {
                 self.data_dir.join("blobs").display()
             ));
         }
+        if self.presign
+            && !self
+                .blob_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("s3://"))
+        {
+            return bad(
+                "--presign makes result links S3 presigned URLs, so it needs S3 blob storage \
+                 (--blob-url s3://bucket/prefix); without it, leave --presign out and pipelet \
+                 signs and serves the links itself"
+                    .into(),
+            );
+        }
         Ok(Config {
             listen: self.listen,
             data_dir: self.data_dir,
@@ -240,6 +296,9 @@ impl ServeArgs {
             result_ttl: self.result_ttl.0,
             job_ttl: self.job_ttl.0,
             keep_inputs: self.keep_inputs,
+            result_data_uri: self.result_data_uri,
+            result_url_ttl: self.result_url_ttl,
+            presign: self.presign,
             retention_interval: crate::retention::INTERVAL,
         })
     }
@@ -271,6 +330,9 @@ impl Config {
             result_ttl: Some(DEFAULT_RESULT_TTL),
             job_ttl: Some(DEFAULT_JOB_TTL),
             keep_inputs: false,
+            result_data_uri: ResultDataUri::Base64,
+            result_url_ttl: DEFAULT_RESULT_URL_TTL,
+            presign: false,
             retention_interval: crate::retention::INTERVAL,
         }
     }
@@ -347,5 +409,30 @@ mod tests {
             let detail = parse_ttl(bad).expect_err(bad);
             assert!(detail.contains(bad), "{detail}");
         }
+    }
+
+    #[test]
+    fn result_links_default_to_base64_and_two_hours() {
+        let config = validate(&[]).expect("defaults");
+        assert_eq!(config.result_data_uri, ResultDataUri::Base64);
+        assert_eq!(config.result_url_ttl, DEFAULT_RESULT_URL_TTL);
+        assert!(!config.presign);
+        let config =
+            validate(&["--result-data-uri", "url", "--result-url-ttl", "30m"]).expect("url mode");
+        assert_eq!(config.result_data_uri, ResultDataUri::Url);
+        assert_eq!(config.result_url_ttl, Duration::from_secs(1800));
+        for bad in ["0", "8d"] {
+            assert!(parse_url_ttl(bad).is_err(), "{bad}");
+        }
+        // --presign is S3's signer: refused for other blob stores, with the reason.
+        for args in [
+            vec!["--presign"],
+            vec!["--presign", "--blob-url", "gs://bucket/p"],
+        ] {
+            let refused = validate(&args).expect_err("presign without s3").to_string();
+            assert!(refused.contains("--blob-url s3://"), "{refused}");
+        }
+        let ok = validate(&["--presign", "--blob-url", "s3://bucket/p"]).expect("s3");
+        assert!(ok.presign);
     }
 }

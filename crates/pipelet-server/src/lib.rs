@@ -11,6 +11,7 @@ mod extract;
 pub mod metrics;
 pub mod openapi;
 mod result_body;
+pub mod result_links;
 pub mod retention;
 mod router;
 mod routes;

@@ -406,4 +406,7 @@ impl Store for MeteredStore {
     async fn count_keys(&self) -> Result<u64> {
         self.inner.count_keys().await
     }
+    async fn server_secret(&self, name: &str) -> Result<String> {
+        self.inner.server_secret(name).await
+    }
 }

@@ -50,6 +50,8 @@ person can act on.";
         routes::stream::status_stream,
         routes::queue::cancel,
         routes::queue::result,
+        routes::files::video,
+        routes::files::download,
         routes::history::list,
         routes::models::list,
         routes::worker::claim,
@@ -141,6 +143,14 @@ pub struct RequestPath {
     pub model_id: String,
     /// The `request_id` of the create response.
     pub id: String,
+}
+
+/// `/files/{file}`: a result's signed link.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct FilePath {
+    /// `{request_id}.mp4`.
+    pub file: String,
 }
 
 /// `/worker/v1/jobs/{id}/...`.

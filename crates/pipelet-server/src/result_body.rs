@@ -10,8 +10,9 @@ use base64::engine::general_purpose::STANDARD;
 use futures::{StreamExt, stream};
 use pipelet_api::wire::{ResultResponse, VIDEO_CONTENT_TYPE, VideoResult};
 use pipelet_store::blob::Blobs;
-use pipelet_store::{JobRecord, JobResult};
+use pipelet_store::{JobRecord, JobResult, StoreError};
 
+use crate::config::ResultDataUri;
 use crate::error::ApiError;
 
 /// The request's id as a header: fal's clients fill in `requestId` from it.
@@ -48,51 +49,79 @@ fn base64_stream(
     .filter(|chunk| futures::future::ready(!matches!(chunk, Ok(b) if b.is_empty())))
 }
 
+/// The error for a result blob that cannot be read: 410 when it is gone.
+pub(crate) fn unreadable(job: &JobRecord, result: &JobResult, e: StoreError) -> ApiError {
+    // Retention may delete it between reading the job and reading the video.
+    if e.is_blob_not_found() {
+        return ApiError::Gone(
+            "the request completed, but its result is no longer stored (results are \
+             kept for a limited time, --result-ttl); submit the request again"
+                .into(),
+        );
+    }
+    ApiError::Internal(format!(
+        "result {} of job {} is unreadable: {e}",
+        result.blob, job.id
+    ))
+}
+
+/// The result body of a completed job; `url` is its `video.url`, which `data_uri` holds
+/// too in [`ResultDataUri::Url`] mode (then the MP4 itself is not read).
 pub async fn stream(
     blobs: &Blobs,
     job: &JobRecord,
     result: &JobResult,
+    url: String,
+    mode: ResultDataUri,
 ) -> Result<Response, ApiError> {
-    let (size, bytes) = blobs.stream(&result.blob).await.map_err(|e| {
-        // Retention may delete it between reading the job and reading the video.
-        if e.is_blob_not_found() {
-            return ApiError::Gone(
-                "the request completed, but its result is no longer stored (results are \
-                 kept for a limited time, --result-ttl); submit the request again"
-                    .into(),
-            );
-        }
-        ApiError::Internal(format!(
-            "result {} of job {} is unreadable: {e}",
-            result.blob, job.id
-        ))
-    })?;
+    let headers = [
+        (header::CONTENT_TYPE, "application/json".to_string()),
+        (FAL_REQUEST_ID, job.id.to_string()),
+    ];
+    if mode == ResultDataUri::Url {
+        let size = blobs
+            .size(&result.blob)
+            .await
+            .map_err(|e| unreadable(job, result, e))?;
+        let body = ResultResponse {
+            video: video_result(job, result, size, url.clone(), url),
+        };
+        return Ok((headers, axum::Json(body)).into_response());
+    }
+    let (size, bytes) = blobs
+        .stream(&result.blob)
+        .await
+        .map_err(|e| unreadable(job, result, e))?;
     let shell = ResultResponse {
-        video: VideoResult {
-            data_uri: String::new(),
-            content_type: VIDEO_CONTENT_TYPE.into(),
-            file_name: format!("{}.mp4", job.id),
-            file_size: size,
-            width: result.width,
-            height: result.height,
-            fps: result.fps,
-            num_frames: result.frames,
-            duration: f64::from(result.frames) / f64::from(result.fps.max(1)),
-            backend: result.backend.clone(),
-        },
+        video: video_result(job, result, size, String::new(), url),
     };
     let (prefix, suffix) = shell.stream_parts();
     let body = stream::once(async move { Ok(Bytes::from(prefix)) })
         .chain(base64_stream(bytes))
         .chain(stream::once(async move { Ok(Bytes::from(suffix)) }));
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/json".to_string()),
-            (FAL_REQUEST_ID, job.id.to_string()),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response())
+    Ok((headers, Body::from_stream(body)).into_response())
+}
+
+fn video_result(
+    job: &JobRecord,
+    result: &JobResult,
+    size: u64,
+    data_uri: String,
+    url: String,
+) -> VideoResult {
+    VideoResult {
+        data_uri,
+        url: Some(url),
+        content_type: VIDEO_CONTENT_TYPE.into(),
+        file_name: format!("{}.mp4", job.id),
+        file_size: size,
+        width: result.width,
+        height: result.height,
+        fps: result.fps,
+        num_frames: result.frames,
+        duration: f64::from(result.frames) / f64::from(result.fps.max(1)),
+        backend: result.backend.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,11 @@ pub fn router(state: AppState) -> Router {
             crate::routes::stream::route(),
         )
         .route("/queue/{model_id}/requests/{id}/cancel", put(queue::cancel))
+        .route(
+            "/queue/{model_id}/requests/{id}/video.mp4",
+            get(crate::routes::files::video),
+        )
+        .route("/files/{file}", get(crate::routes::files::download))
         .route("/worker/v1/claim", post(worker::claim))
         .route("/worker/v1/jobs/{id}/heartbeat", post(worker::heartbeat))
         .route("/worker/v1/jobs/{id}/input", get(worker::input))

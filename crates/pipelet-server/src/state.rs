@@ -24,6 +24,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Refuses creates while the data dir's disk is full (see `disk.rs`).
     pub disk: Arc<crate::disk::DiskGuard>,
+    /// Signs and checks the `video.url` links of results.
+    pub links: Arc<crate::result_links::LinkSigner>,
     /// Fires when the server starts shutting down (ends long polls).
     pub shutdown: CancellationToken,
 }

@@ -22,12 +22,14 @@ const REGENERATE: &str = "PIPELET_UPDATE_OPENAPI=1 cargo test -p pipelet-server 
 
 /// Every operation the server has, as (method, path). A new route goes here, in the
 /// router and, with its `#[utoipa::path]` annotation, in `openapi.rs`.
-const OPERATIONS: [(&str, &str); 21] = [
+const OPERATIONS: [(&str, &str); 23] = [
     ("post", "/queue/{model_id}"),
     ("get", "/queue/{model_id}/requests/{id}/status"),
     ("get", "/queue/{model_id}/requests/{id}/status/stream"),
     ("put", "/queue/{model_id}/requests/{id}/cancel"),
     ("get", "/queue/{model_id}/requests/{id}"),
+    ("get", "/queue/{model_id}/requests/{id}/video.mp4"),
+    ("get", "/files/{file}"),
     ("get", "/requests"),
     ("get", "/models"),
     ("post", "/worker/v1/claim"),

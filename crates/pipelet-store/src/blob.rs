@@ -9,7 +9,9 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use object_store::signer::Signer;
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
@@ -23,11 +25,17 @@ const UPLOAD_PART: usize = 8 << 20;
 #[derive(Clone)]
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
+    /// S3's URL signer and the key prefix of the `s3://` URL (the signer sees whole
+    /// object paths, not the prefixed store's).
+    presigner: Option<(Arc<dyn Signer>, String)>,
 }
 
 impl Blobs {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            presigner: None,
+        }
     }
 
     /// A folder on local disk (created if missing).
@@ -48,11 +56,17 @@ impl Blobs {
         let bucket = parsed.host_str().unwrap_or_default().to_string();
         let prefix = parsed.path().trim_matches('/').to_string();
         let store: Arc<dyn ObjectStore> = match parsed.scheme() {
-            "s3" => Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
+            "s3" => {
+                if bucket.is_empty() {
+                    return Err(crate::StoreError::Config(format!(
+                        "blob URL {url:?} names no bucket"
+                    )));
+                }
+                let s3 = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(&bucket)
-                    .build()?,
-            ),
+                    .build()?;
+                return Ok(Self::s3(s3, &prefix));
+            }
             "gs" => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(&bucket)
@@ -75,15 +89,68 @@ impl Blobs {
                 "blob URL {url:?} names no bucket"
             )));
         }
-        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-            store
+        Ok(Self::with_prefix(store, &prefix))
+    }
+
+    fn with_prefix(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
+        if prefix.is_empty() {
+            Self::new(store)
         } else {
-            Arc::new(object_store::prefix::PrefixStore::new(
-                store,
-                prefix.as_str(),
-            ))
+            Self::new(Arc::new(object_store::prefix::PrefixStore::new(
+                store, prefix,
+            )))
+        }
+    }
+
+    /// An S3 bucket under `prefix`, which can also presign URLs.
+    fn s3(s3: object_store::aws::AmazonS3, prefix: &str) -> Self {
+        let s3 = Arc::new(s3);
+        Self {
+            presigner: Some((s3.clone(), prefix.to_string())),
+            ..Self::with_prefix(s3, prefix)
+        }
+    }
+
+    /// Whether [`Blobs::presigned_get`] can sign URLs (S3 blob storage).
+    pub fn can_presign(&self) -> bool {
+        self.presigner.is_some()
+    }
+
+    /// A presigned GET URL of `key` valid for `ttl`, from S3's signer; `None` when the
+    /// store is not S3.
+    pub async fn presigned_get(&self, key: &str, ttl: Duration) -> Result<Option<String>> {
+        let Some((signer, prefix)) = &self.presigner else {
+            return Ok(None);
         };
-        Ok(Self::new(store))
+        let path = if prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{prefix}/{key}"))
+        };
+        let url = signer.signed_url(http::Method::GET, &path, ttl).await?;
+        Ok(Some(url.to_string()))
+    }
+
+    /// The bytes `range` (end exclusive) of a blob as a stream, never held whole.
+    pub async fn stream_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>> {
+        let got = self
+            .store
+            .get_opts(
+                &ObjectPath::from(key),
+                GetOptions {
+                    range: Some(GetRange::Bounded(range)),
+                    ..GetOptions::default()
+                },
+            )
+            .await?;
+        Ok(got
+            .into_stream()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .boxed())
     }
 
     pub fn input_key(job: Uuid) -> String {
@@ -242,8 +309,38 @@ mod tests {
         assert_eq!(size, data.len() as u64);
         let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
         assert_eq!(chunks.concat(), data);
+        let part: Vec<Bytes> = blobs
+            .stream_range("results/x.mp4", 5..UPLOAD_CHUNK as u64 + 9)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(part.concat(), &data[5..UPLOAD_CHUNK + 9]);
+        assert!(!blobs.can_presign());
 
         blobs.delete("inputs/a").await.unwrap();
         assert!(blobs.get("inputs/a").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn s3_blobs_presign_urls_of_whole_object_paths() {
+        let s3 = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name("videos")
+            .with_region("us-east-1")
+            .with_access_key_id("AKIDEXAMPLE")
+            .with_secret_access_key("secret")
+            .build()
+            .unwrap();
+        let blobs = Blobs::s3(s3, "pipelet/prod");
+        assert!(blobs.can_presign());
+        let url = blobs
+            .presigned_get("results/x/1.mp4", Duration::from_secs(7200))
+            .await
+            .unwrap()
+            .expect("an S3 store presigns");
+        assert!(url.contains("/pipelet/prod/results/x/1.mp4?"), "{url}");
+        assert!(url.contains("X-Amz-Expires=7200"), "{url}");
+        assert!(url.contains("X-Amz-Signature="), "{url}");
     }
 }

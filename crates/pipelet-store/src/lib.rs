@@ -132,4 +132,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, String)>;
     async fn find_key_by_secret(&self, secret: &str) -> Result<Option<KeyRecord>>;
     async fn count_keys(&self) -> Result<u64>;
+    /// A random secret shared by every server on this store, created by the first call
+    /// for `name` (e.g. the key that signs result links, so any server accepts them).
+    async fn server_secret(&self, name: &str) -> Result<String>;
 }

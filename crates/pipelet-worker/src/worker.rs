@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pipelet_api::Pipeline;
 use pipelet_runner::{Progress, ProgressFn, RenderJob, Runner, RunnerError};
 use pipelet_store::{ClaimRequest, Failure, JobResult, LeaseRef, ProgressUpdate};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -40,6 +41,9 @@ pub struct WorkerConfig {
 /// Finished videos being handed in at once, at most, before the worker waits.
 const MAX_PENDING_DELIVERIES: usize = 2;
 
+/// Default for [`Worker::with_shutdown_timeout`].
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What one [`Worker::step`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepOutcome {
@@ -60,6 +64,7 @@ pub struct Worker {
     config: WorkerConfig,
     loaded: Option<Pipeline>,
     deliveries: tokio::task::JoinSet<()>,
+    shutdown_timeout: Duration,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -82,7 +87,16 @@ impl Worker {
             config,
             loaded: None,
             deliveries: tokio::task::JoinSet::new(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
+    }
+
+    /// Once `abort` fires, how long handing a job back (or delivering a finished video)
+    /// is tried before the worker gives up and leaves the job to lease expiry: the
+    /// server's reaper re-queues it. Keeps shutdown bounded while the server is away.
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
     }
 
     /// Claims, runs and reports one job. `stop` ends an idle wait for a job; `abort` also
@@ -179,7 +193,7 @@ impl Worker {
                     let failure =
                         Failure::new("the input image could not be fetched", e.to_string());
                     return self
-                        .reporter()
+                        .reporter(abort)
                         .report_failure(&job.lease, &failure, true)
                         .await
                         .map(Ran::Ended);
@@ -235,7 +249,12 @@ impl Worker {
                 () = tokio::time::sleep_until(next_beat), if stop.is_none() => {
                     let current = *latest.lock().unwrap_or_else(|e| e.into_inner());
                     let update = current.filter(|p| Some(*p) != last_sent).map(|p| ProgressUpdate { done: p.done, total: p.total });
-                    match self.source.heartbeat(&job.lease, update).await {
+                    let beat = tokio::select! {
+                        beat = self.source.heartbeat(&job.lease, update) => beat,
+                        // Shutdown must not wait on a server that does not answer.
+                        () = abort.cancelled() => Err(SourceError::Unavailable("the worker is shutting down".into())),
+                    };
+                    match beat {
                         Ok(reply) => {
                             last_sent = current;
                             if reply.cancel_requested {
@@ -256,7 +275,7 @@ impl Worker {
             }
         };
 
-        let reporter = self.reporter();
+        let reporter = self.reporter(abort);
         let outcome = match (result, stop) {
             (Ok(output), None) => {
                 return Ok(Ran::Rendered(Delivery {
@@ -270,7 +289,7 @@ impl Worker {
             (_, Some(StopReason::CancelRequested)) => {
                 let source = reporter.source.clone();
                 match reporter
-                    .retrying("report the cancel", || source.ack_cancelled(&job.lease))
+                    .retrying(id, "report the cancel", || source.ack_cancelled(&job.lease))
                     .await
                 {
                     Ok(()) => Ok(StepOutcome::Cancelled(id)),
@@ -303,10 +322,12 @@ impl Worker {
         outcome.map(Ran::Ended)
     }
 
-    fn reporter(&self) -> Reporter {
+    fn reporter(&self, abort: &CancellationToken) -> Reporter {
         Reporter {
             source: self.source.clone(),
             delivery_timeout: self.config.delivery_timeout,
+            abort: abort.clone(),
+            shutdown_timeout: self.shutdown_timeout,
         }
     }
 }
@@ -334,6 +355,9 @@ enum Ran {
 struct Reporter {
     source: Arc<dyn JobSource>,
     delivery_timeout: Duration,
+    /// Fired when the worker stops for good; retries then end `shutdown_timeout` later.
+    abort: CancellationToken,
+    shutdown_timeout: Duration,
 }
 
 /// A rendered video on its way to the server.
@@ -370,7 +394,7 @@ impl Delivery {
         // heartbeat first to keep the lease alive while the server is away.
         let mut retry = false;
         let delivered = reporter
-            .retrying("deliver the result", || {
+            .retrying(id, "deliver the result", || {
                 let beat = std::mem::replace(&mut retry, true);
                 let (source, output, result) = (&source, &output, &result);
                 async move {
@@ -385,6 +409,8 @@ impl Delivery {
         let outcome = match delivered {
             Ok(()) => Ok(StepOutcome::Completed(id)),
             Err(SourceError::LeaseLost) => Ok(StepOutcome::LeaseLost(id)),
+            // Shutting down: no time for a failure report; the lease expires instead.
+            Err(e) if reporter.abort.is_cancelled() => Err(e),
             Err(e) => {
                 let failure =
                     Failure::new("the finished video could not be delivered", e.to_string());
@@ -410,7 +436,7 @@ impl Reporter {
             "job attempt failed"
         );
         match self
-            .retrying("report the failure", || {
+            .retrying(lease.job_id, "report the failure", || {
                 self.source.fail(lease, failure, retryable)
             })
             .await
@@ -422,22 +448,51 @@ impl Reporter {
     }
 
     /// Retries `call` while the source is unavailable (a server restart), with backoff,
-    /// for up to `delivery_timeout`. Lease loss and invalid jobs are final.
-    async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, SourceError>
+    /// for up to `delivery_timeout`. Lease loss and invalid jobs are final. Once `abort`
+    /// fires, gives up `shutdown_timeout` later, even mid-call, so shutdown is bounded.
+    async fn retrying<T, F, Fut>(
+        &self,
+        job: Uuid,
+        what: &str,
+        mut call: F,
+    ) -> Result<T, SourceError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, SourceError>>,
     {
         let deadline = Instant::now() + self.delivery_timeout;
+        let shutdown_over = async {
+            self.abort.cancelled().await;
+            tokio::time::sleep(self.shutdown_timeout).await;
+        };
+        tokio::pin!(shutdown_over);
         let mut backoff = Duration::from_millis(100);
         loop {
-            match call().await {
-                Err(SourceError::Unavailable(e)) if Instant::now() + backoff < deadline => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot {what} yet");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            let attempt = async {
+                match call().await {
+                    Err(SourceError::Unavailable(e)) if Instant::now() + backoff < deadline => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "cannot {what} yet");
+                        tokio::time::sleep(backoff).await;
+                        Err(e)
+                    }
+                    other => Ok(other),
                 }
-                other => return other,
+            };
+            tokio::select! {
+                done = attempt => match done {
+                    Ok(result) => return result,
+                    Err(_) => backoff = (backoff * 2).min(Duration::from_secs(5)),
+                },
+                () = &mut shutdown_over => {
+                    tracing::warn!(
+                        %job,
+                        shutdown_timeout = ?self.shutdown_timeout,
+                        "the worker is shutting down and cannot {what}: the job is left to lease expiry (the server re-queues it when its lease runs out)"
+                    );
+                    return Err(SourceError::Unavailable(format!(
+                        "gave up trying to {what}: the worker shut down"
+                    )));
+                }
             }
         }
     }

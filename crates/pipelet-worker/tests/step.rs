@@ -1,15 +1,20 @@
 //! Drives the worker loop one step at a time over the real store, blob store and
-//! preview runner.
+//! preview runner, and over a fake server that goes away (shutdown must stay bounded).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use pipelet_api::Pipeline;
 use pipelet_runner::preview::PreviewRunner;
+use pipelet_runner::{ProgressFn, RenderJob, RenderOutput, Runner, RunnerError};
 use pipelet_store::blob::Blobs;
 use pipelet_store::sqlite::SqliteStore;
-use pipelet_store::{JobState, NewJob, Store};
-use pipelet_worker::{LocalSource, StepOutcome, Worker, WorkerConfig};
+use pipelet_store::{
+    ClaimRequest, Failure, HeartbeatReply, JobResult, JobState, LeaseRef, NewJob, ProgressUpdate,
+    Store,
+};
+use pipelet_worker::{JobSource, LocalSource, SourceError, StepOutcome, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -209,4 +214,253 @@ async fn abort_hands_the_job_back() {
     );
     let (job, position) = r.store.job_status(created.id).await.unwrap().unwrap();
     assert_eq!((job.state, position), (JobState::Queued, Some(0)));
+}
+
+/// A server that hands out one job, then is unreachable for its next `down` calls
+/// (`u32::MAX`: for good), as when it is killed or restarts while the worker holds a job.
+struct FlakyServer {
+    job: std::sync::Mutex<Option<pipelet_worker::Assignment>>,
+    down: AtomicU32,
+    uploads: AtomicU32,
+    fails: AtomicU32,
+    upload_tried: tokio::sync::Notify,
+}
+
+impl FlakyServer {
+    fn new(down: u32) -> Arc<Self> {
+        let spec = serde_json::from_value(serde_json::json!({
+            "prompt": "a lighthouse", "width": 256, "height": 256, "duration_s": 1,
+            "num_frames": 17, "fps": 16, "steps": 4,
+        }))
+        .unwrap();
+        Arc::new(Self {
+            job: std::sync::Mutex::new(Some(pipelet_worker::Assignment {
+                lease: LeaseRef {
+                    job_id: Uuid::new_v4(),
+                    token: 1,
+                },
+                model_id: "wan22-fast-t2v".into(),
+                pipeline: Pipeline::T2v,
+                spec,
+                input_blob: None,
+                attempt: 1,
+                heartbeat: Some(Duration::from_millis(50)),
+            })),
+            down: AtomicU32::new(down),
+            uploads: AtomicU32::new(0),
+            fails: AtomicU32::new(0),
+            upload_tried: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn reach(&self) -> Result<(), SourceError> {
+        let down = self.down.load(Ordering::SeqCst);
+        if down == 0 {
+            return Ok(());
+        }
+        if down != u32::MAX {
+            self.down.store(down - 1, Ordering::SeqCst);
+        }
+        Err(SourceError::Unavailable(
+            "server unreachable: connection refused".into(),
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl JobSource for FlakyServer {
+    async fn claim(
+        &self,
+        _req: &ClaimRequest,
+        wait: Duration,
+    ) -> Result<Option<pipelet_worker::Assignment>, SourceError> {
+        let job = self.job.lock().unwrap().take();
+        if job.is_none() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(job)
+    }
+    async fn heartbeat(
+        &self,
+        _lease: &LeaseRef,
+        _progress: Option<ProgressUpdate>,
+    ) -> Result<HeartbeatReply, SourceError> {
+        self.reach()?;
+        Ok(HeartbeatReply {
+            cancel_requested: false,
+            expires_at_ms: i64::MAX / 2,
+        })
+    }
+    async fn fetch_input(&self, _job: &pipelet_worker::Assignment) -> Result<Vec<u8>, SourceError> {
+        Err(SourceError::InvalidJob("t2v has no input".into()))
+    }
+    async fn upload_result(
+        &self,
+        lease: &LeaseRef,
+        _file: &std::path::Path,
+    ) -> Result<String, SourceError> {
+        self.uploads.fetch_add(1, Ordering::SeqCst);
+        self.upload_tried.notify_one();
+        self.reach()?;
+        Ok(format!("remote:{}", lease.job_id))
+    }
+    async fn complete(&self, _lease: &LeaseRef, _result: &JobResult) -> Result<(), SourceError> {
+        self.reach()
+    }
+    async fn fail(
+        &self,
+        _lease: &LeaseRef,
+        _failure: &Failure,
+        _retryable: bool,
+    ) -> Result<(), SourceError> {
+        self.fails.fetch_add(1, Ordering::SeqCst);
+        self.reach()
+    }
+    async fn ack_cancelled(&self, _lease: &LeaseRef) -> Result<(), SourceError> {
+        self.reach()
+    }
+}
+
+/// Renders nothing: either "finishes" at once, or runs until cancelled.
+struct FakeRunner {
+    finishes: bool,
+    started: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl Runner for FakeRunner {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    fn pipelines(&self) -> Vec<Pipeline> {
+        Pipeline::ALL.to_vec()
+    }
+    async fn run(
+        &self,
+        _job: &RenderJob,
+        out: &std::path::Path,
+        _progress: ProgressFn,
+        cancel: CancellationToken,
+    ) -> Result<RenderOutput, RunnerError> {
+        self.started.notify_one();
+        if !self.finishes {
+            cancel.cancelled().await;
+            return Err(RunnerError::Cancelled);
+        }
+        Ok(RenderOutput {
+            path: out.to_path_buf(),
+            bytes: 1,
+            width: 256,
+            height: 256,
+            frames: 17,
+            fps: 16,
+            backend: "fake",
+        })
+    }
+}
+
+/// How long the test lets a job in hand run after `stop` (the binary's `--drain-secs`).
+const DRAIN: Duration = Duration::from_millis(200);
+/// The worker's shutdown deadline after `abort`, and the slack allowed on top of it.
+const SHUTDOWN: Duration = Duration::from_millis(300);
+const SLACK: Duration = Duration::from_secs(2);
+
+fn fake_worker(
+    server: Arc<FlakyServer>,
+    runner: Arc<FakeRunner>,
+    pipelined: bool,
+    dir: &tempfile::TempDir,
+) -> Worker {
+    Worker::new(
+        server,
+        runner,
+        WorkerConfig {
+            worker_id: "remote-test".into(),
+            pipelines: Pipeline::ALL.to_vec(),
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_millis(50),
+            progress_interval: Duration::from_millis(10),
+            max_wait_for_switch: Duration::from_secs(60),
+            poll_wait: Duration::from_millis(50),
+            scratch_dir: dir.path().to_path_buf(),
+            // As deployed: long enough to ride out a server restart.
+            delivery_timeout: Duration::from_secs(600),
+            pipelined_delivery: pipelined,
+        },
+    )
+    .with_shutdown_timeout(SHUTDOWN)
+}
+
+/// Stops `run` like `pipelet worker` on SIGTERM: `stop`, the drain, then `abort`; the
+/// worker must be gone within the shutdown deadline although the server is down.
+async fn shut_down_within_bound(
+    run: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) {
+    let mut run = run;
+    stop.cancel();
+    assert!(
+        tokio::time::timeout(DRAIN, &mut run).await.is_err(),
+        "the job in hand keeps the worker busy through the drain"
+    );
+    abort.cancel();
+    let exited = tokio::time::timeout(SHUTDOWN + SLACK, &mut run).await;
+    assert!(
+        exited.is_ok(),
+        "the worker must exit within the shutdown deadline after abort, server or not"
+    );
+    exited.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_with_the_server_down_leaves_a_running_job_to_lease_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FlakyServer::new(u32::MAX);
+    let runner = Arc::new(FakeRunner {
+        finishes: false,
+        started: tokio::sync::Notify::new(),
+    });
+    let worker = fake_worker(server.clone(), runner.clone(), true, &dir);
+    let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+    let run = tokio::spawn(worker.run(stop.clone(), abort.clone()));
+    runner.started.notified().await;
+    shut_down_within_bound(run, stop, abort).await;
+    assert!(
+        server.fails.load(Ordering::SeqCst) >= 1,
+        "the worker tried to hand the job back"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_with_the_server_down_leaves_an_undelivered_video_to_lease_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FlakyServer::new(u32::MAX);
+    let runner = Arc::new(FakeRunner {
+        finishes: true,
+        started: tokio::sync::Notify::new(),
+    });
+    let worker = fake_worker(server.clone(), runner, true, &dir);
+    let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
+    let run = tokio::spawn(worker.run(stop.clone(), abort.clone()));
+    // The video is rendered and its delivery is under way when SIGTERM comes.
+    server.upload_tried.notified().await;
+    shut_down_within_bound(run, stop, abort).await;
+}
+
+#[tokio::test]
+async fn outside_shutdown_a_video_is_delivered_across_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Down for a few calls (longer than the shutdown deadline), then back.
+    let server = FlakyServer::new(4);
+    let runner = Arc::new(FakeRunner {
+        finishes: true,
+        started: tokio::sync::Notify::new(),
+    });
+    let job_id = server.job.lock().unwrap().as_ref().unwrap().lease.job_id;
+    let mut worker = fake_worker(server.clone(), runner, false, &dir);
+    let never = CancellationToken::new();
+    let outcome = worker.step(&never, &never).await.unwrap();
+    assert_eq!(outcome, StepOutcome::Completed(job_id));
+    assert!(server.uploads.load(Ordering::SeqCst) > 1, "it had to retry");
 }

@@ -42,6 +42,11 @@ pub struct WorkerArgs {
     /// On SIGTERM, seconds the job in hand may take before it is handed back.
     #[arg(long, env = "PIPELET_DRAIN_SECS", default_value_t = 60)]
     drain_secs: u64,
+    /// On SIGTERM, after the drain, seconds spent handing the job back (or delivering a
+    /// finished video) before exiting anyway; a job not handed back returns to the queue
+    /// when its lease expires.
+    #[arg(long, env = "PIPELET_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    shutdown_timeout_secs: u64,
     /// Seconds a claim waits on the server for a job (long poll).
     #[arg(long, env = "PIPELET_POLL_SECS", default_value_t = 25)]
     poll_secs: u64,
@@ -158,7 +163,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
                 delivery_timeout: Duration::from_secs(args.delivery_timeout_secs),
                 pipelined_delivery: true,
             },
-        );
+        )
+        .with_shutdown_timeout(Duration::from_secs(args.shutdown_timeout_secs));
         loops.spawn(worker.run(stop.clone(), abort.clone()));
     }
     tracing::info!(server = %args.server, %name, concurrency = args.concurrency, runner = runner.name(), "worker started");
@@ -178,7 +184,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .await
         .is_err()
     {
-        tracing::warn!("drain time is up: handing the job back to the queue");
+        tracing::warn!(
+            shutdown_timeout = args.shutdown_timeout_secs,
+            "drain time is up: handing the job back to the queue"
+        );
         abort.cancel();
         while loops.join_next().await.is_some() {}
     }

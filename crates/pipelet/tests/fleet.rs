@@ -195,3 +195,46 @@ async fn a_worker_on_sigterm_finishes_its_job_then_exits() {
         "IN_QUEUE"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_on_sigterm_exits_in_bounded_time_while_the_server_is_down() {
+    let (_dir, data) = temp_data_dir();
+    let client = reqwest::Client::new();
+    let server = start_server(&data, &["--workers", "0"]);
+    let key = create_key(&data, "gpu", "worker");
+    let mut worker = start_worker(
+        &server.base,
+        &key,
+        "stranded",
+        &["--drain-secs", "1", "--shutdown-timeout-secs", "1"],
+    );
+    let body = json!({"prompt": "stranded", "width": 832, "height": 480, "duration": 3});
+    let id = server.create(&client, T2V, body).await["request_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    server
+        .wait_for(&client, T2V, &id, "IN_PROGRESS", Duration::from_secs(30))
+        .await;
+    // The server is gone: the job can be neither handed back nor delivered.
+    server.kill9();
+    sigterm(&worker);
+    // Drain (1 s) + shutdown deadline (1 s) + process slack; before, this took 20 min.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = tokio::task::spawn_blocking(move || {
+        loop {
+            if let Some(status) = worker.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                kill9(&mut worker);
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .expect("join");
+    let status = status.expect("the worker must exit within drain + shutdown deadline");
+    assert!(status.success(), "clean exit: {status:?}");
+}

@@ -197,6 +197,9 @@ async fn two_servers_on_one_postgres_and_one_bucket_run_every_job_once() {
         &db.url,
         "--blob-url",
         &blob_url,
+        // Inputs would otherwise be deleted soon after each job ends; this test checks that
+        // every i2v input reached the shared bucket exactly once.
+        "--keep-inputs",
     ];
     let a = start_server_env(&dir.path().join("a"), &args, &moto.env(), None);
     let b = start_server_env(&dir.path().join("b"), &args, &moto.env(), Some(&a.key));

@@ -24,8 +24,16 @@ pub struct ResultResponse {
     )
 )]
 pub struct VideoResult {
-    /// Plain base64 of the MP4 (no `data:` prefix), so `base64 --decode` works verbatim.
+    /// Plain base64 of the MP4 (no `data:` prefix), so `base64 --decode` works verbatim;
+    /// on a server run with `--result-data-uri url`, the same link as `url` instead.
     pub data_uri: String,
+    /// A link to the raw MP4 that needs no API key and expires (2 hours by default);
+    /// it answers `Range` requests, so a browser `<video>` can seek.
+    // `default` only so answers of servers older than the field still parse; this
+    // server always sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(required = true, value_type = String))]
+    pub url: Option<String>,
     /// Always `video/mp4`.
     #[cfg_attr(feature = "openapi", schema(example = "video/mp4"))]
     pub content_type: String,
@@ -62,6 +70,7 @@ impl ResultResponse {
                 content_type: v.content_type.clone(),
                 file_name: v.file_name.clone(),
                 backend: v.backend.clone(),
+                url: v.url.clone(),
                 ..*v
             },
         };

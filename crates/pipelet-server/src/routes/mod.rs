@@ -2,6 +2,7 @@
 
 pub mod docs;
 pub mod favicon;
+pub mod files;
 pub mod health;
 pub mod history;
 pub mod idempotency;

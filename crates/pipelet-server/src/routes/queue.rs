@@ -413,7 +413,10 @@ pub async fn cancel(
 /// Get a request's result
 ///
 /// The finished video once the request is `COMPLETED`: `video.data_uri` is plain base64 of
-/// the MP4, so `jq -r '.video.data_uri' | base64 --decode > output.mp4` works.
+/// the MP4, so `jq -r '.video.data_uri' | base64 --decode > output.mp4` works (unless the
+/// server runs with `--result-data-uri url`, when it is the link of `video.url`).
+/// `video.url` is a link to the raw MP4 that needs no key and expires
+/// (`--result-url-ttl`, 2 hours by default).
 #[utoipa::path(
     get,
     path = "/queue/{model_id}/requests/{id}",
@@ -442,17 +445,38 @@ pub async fn cancel(
 pub async fn result(
     State(state): State<AppState>,
     principal: Principal,
+    base: BaseUrl,
     ApiPath((model_id, id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (job, position) = visible_job(&state, &principal, &model_id, &id).await?;
-    if let Some(gone) = crate::retention::gone(&job) {
+    let result = completed_result(&state, &principal, &job, position)?;
+    let url = crate::result_links::video_url(&state, &base, &job, result).await?;
+    result_body::stream(
+        &state.blobs,
+        &job,
+        result,
+        url,
+        state.config.result_data_uri,
+    )
+    .await
+}
+
+/// The result of a job the caller may see: 410 once expired, 409 (with the status) while
+/// there is none.
+pub(crate) fn completed_result<'a>(
+    state: &AppState,
+    principal: &Principal,
+    job: &'a JobRecord,
+    position: Option<u64>,
+) -> Result<&'a pipelet_store::JobResult, ApiError> {
+    if let Some(gone) = crate::retention::gone(job) {
         return Err(gone);
     }
     let Some(result) = job.result.as_ref().filter(|_| job.state.is_terminal()) else {
         let status = wire_status(job.state);
-        let viewer = status_view::Viewer::of(&principal);
-        let mut messages = status_view::messages(&job, now_ms(), viewer, &state.metrics.eta);
-        crate::retention::annotate(&mut messages, &job, &state.config);
+        let viewer = status_view::Viewer::of(principal);
+        let mut messages = status_view::messages(job, now_ms(), viewer, &state.metrics.eta);
+        crate::retention::annotate(&mut messages, job, &state.config);
         let detail = match (job.state, &job.error) {
             (pipelet_store::JobState::Failed, Some(reason)) => {
                 format!("the request failed: {reason}")
@@ -471,5 +495,5 @@ pub async fn result(
         }
         return Err(ApiError::Conflict { detail, body });
     };
-    result_body::stream(&state.blobs, &job, result).await
+    Ok(result)
 }

@@ -52,3 +52,24 @@ pub(super) async fn count(pool: &PgPool) -> Result<u64> {
         .await?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
+
+/// The shared secret `name`, created (random) by the first caller: concurrent first
+/// calls (several servers starting at once) agree, since only one insert wins and
+/// everyone reads the winner.
+pub(super) async fn server_secret(pool: &PgPool, name: &str) -> Result<String> {
+    sqlx::query(
+        "INSERT INTO server_secrets (name, secret, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(text(name))
+    .bind(generate_secret())
+    .bind(now_ms())
+    .execute(pool)
+    .await?;
+    Ok(
+        sqlx::query_scalar("SELECT secret FROM server_secrets WHERE name = $1")
+            .bind(text(name))
+            .fetch_one(pool)
+            .await?,
+    )
+}

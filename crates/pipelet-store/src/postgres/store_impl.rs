@@ -214,4 +214,8 @@ impl Store for PgStore {
     async fn count_keys(&self) -> Result<u64> {
         keys::count(&self.pool).await
     }
+
+    async fn server_secret(&self, name: &str) -> Result<String> {
+        keys::server_secret(&self.pool, name).await
+    }
 }

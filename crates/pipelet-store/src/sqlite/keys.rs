@@ -57,3 +57,23 @@ pub(super) async fn count(conn: &mut SqliteConnection) -> Result<u64> {
         .await?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
+
+/// The shared secret `name`, created (random) by the first caller: concurrent first
+/// calls agree, since only one insert wins and everyone reads the winner.
+pub(super) async fn server_secret(conn: &mut SqliteConnection, name: &str) -> Result<String> {
+    sqlx::query(
+        "INSERT INTO server_secrets (name, secret, created_at) VALUES (?, ?, ?) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(generate_secret())
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(
+        sqlx::query_scalar("SELECT secret FROM server_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}

@@ -312,4 +312,9 @@ impl Store for SqliteStore {
         let mut conn = self.read.acquire().await?;
         keys::count(&mut conn).await
     }
+
+    async fn server_secret(&self, name: &str) -> Result<String> {
+        let mut conn = self.writer.lock().await;
+        keys::server_secret(&mut conn, name).await
+    }
 }
