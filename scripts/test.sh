@@ -31,6 +31,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> moto (S3 test server, cached in ~/.cache/pipelet)"
 source scripts/s3-env.sh
 
+echo "==> standardwebhooks (independent webhook signature check, cached in ~/.cache/pipelet)"
+source scripts/webhook-verify-env.sh
+
 echo "==> cargo test"
 cargo test --workspace --locked
 

@@ -264,6 +264,16 @@ test('text-to-video: submit, watch it live, play and download the video', async 
   assert.ok(link.name.endsWith('.mp4'), link.name);
   assert.match(await page.textContent('#video-meta'), /512 × 512/);
 
+  // The signed download link: shown, and it serves the MP4 without a key.
+  const share = await page.$eval('#download-link', (a) => ({ href: a.href, hidden: a.hidden, text: a.textContent }));
+  assert.equal(share.hidden, false);
+  assert.equal(share.text, 'Download link');
+  assert.match(share.href, /\/files\/[0-9a-f-]{36}\.mp4\?/);
+  const download = await fetch(share.href);
+  assert.equal(download.status, 200);
+  assert.equal(download.headers.get('content-type'), 'video/mp4');
+  assert.ok((await download.arrayBuffer()).byteLength > 1000);
+
   // It is listed among my recent requests, COMPLETED.
   await page.waitForSelector(`#recent li[data-id="${id}"][data-status="COMPLETED"]`);
   await page.screenshot({ path: SCREENSHOT, fullPage: true });

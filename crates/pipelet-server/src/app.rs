@@ -272,6 +272,11 @@ impl Application {
         spawn_workers(&state, &stop, &abort, &mut background)?;
         background.spawn(reaper(state.store.clone(), config.lease, stop.clone()));
         background.spawn(crate::retention::run(state.clone(), stop.clone()));
+        background.spawn(crate::webhooks::run(
+            state.clone(),
+            state.metrics.webhook_wake.clone(),
+            stop.clone(),
+        ));
 
         let app = crate::router::router(state);
         tracing::info!(addr = %listener.local_addr()?, workers = config.workers, "pipelet is serving");

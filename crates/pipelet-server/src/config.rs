@@ -18,6 +18,10 @@ pub const DEFAULT_HEARTBEAT_SECS: u64 = 5;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_MAX_WAIT_FOR_SWITCH_SECS: u64 = 120;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+/// Delivery tries of one webhook event before it is given up (`--webhook-max-attempts`).
+pub const DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 10;
+/// The first webhook retry waits about this long; later ones back off exponentially.
+pub const DEFAULT_WEBHOOK_RETRY_BASE: Duration = Duration::from_secs(5);
 /// Retention defaults (the `--result-ttl` and `--job-ttl` flags say the same).
 pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_JOB_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -125,6 +129,17 @@ pub struct ServeArgs {
     #[arg(long, env = "PIPELET_PRESIGN", default_value_t = false,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub presign: bool,
+    // Webhooks.
+    /// Delivery tries of one webhook event (the first included) before it is given up;
+    /// retries back off exponentially from about 5 s, so 10 spread over hours.
+    #[arg(long, env = "PIPELET_WEBHOOK_MAX_ATTEMPTS", default_value_t = DEFAULT_WEBHOOK_MAX_ATTEMPTS)]
+    pub webhook_max_attempts: u32,
+    /// Allow webhook URLs whose host is or resolves to a loopback, private, link-local or
+    /// metadata address (refused by default against server-side request forgery): for
+    /// internal deployments and tests.
+    #[arg(long, env = "PIPELET_WEBHOOK_ALLOW_PRIVATE", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhook_allow_private: bool,
 }
 
 /// Parses `--result-url-ttl`: like [`parse_ttl`] but never forever (a link must expire).
@@ -198,6 +213,11 @@ pub struct Config {
     pub presign: bool,
     /// How often the retention cleanup runs (not a flag; tests shorten it).
     pub retention_interval: Duration,
+    /// `--webhook-max-attempts` (at least 1) and `--webhook-allow-private`.
+    pub webhook_max_attempts: u32,
+    pub webhook_allow_private: bool,
+    /// About how long the first webhook retry waits (not a flag; tests shorten it).
+    pub webhook_retry_base: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +235,9 @@ impl ServeArgs {
         }
         if self.max_attempts == 0 {
             return bad("--max-attempts must be at least 1".into());
+        }
+        if self.webhook_max_attempts == 0 {
+            return bad("--webhook-max-attempts must be at least 1".into());
         }
         if self.max_body_bytes < 1024 {
             return bad("--max-body-bytes must be at least 1024".into());
@@ -300,6 +323,9 @@ impl ServeArgs {
             result_url_ttl: self.result_url_ttl,
             presign: self.presign,
             retention_interval: crate::retention::INTERVAL,
+            webhook_max_attempts: self.webhook_max_attempts,
+            webhook_allow_private: self.webhook_allow_private,
+            webhook_retry_base: DEFAULT_WEBHOOK_RETRY_BASE,
         })
     }
 }
@@ -334,6 +360,9 @@ impl Config {
             result_url_ttl: DEFAULT_RESULT_URL_TTL,
             presign: false,
             retention_interval: crate::retention::INTERVAL,
+            webhook_max_attempts: DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+            webhook_allow_private: false,
+            webhook_retry_base: DEFAULT_WEBHOOK_RETRY_BASE,
         }
     }
 }
@@ -434,5 +463,24 @@ mod tests {
         }
         let ok = validate(&["--presign", "--blob-url", "s3://bucket/p"]).expect("s3");
         assert!(ok.presign);
+    }
+
+    #[test]
+    fn webhook_flags() {
+        let config = validate(&[]).expect("defaults");
+        assert_eq!(config.webhook_max_attempts, 10);
+        assert!(
+            !config.webhook_allow_private,
+            "private receivers refused by default"
+        );
+        assert_eq!(config.webhook_retry_base, Duration::from_secs(5));
+        let config = validate(&["--webhook-max-attempts", "3", "--webhook-allow-private"])
+            .expect("webhook flags");
+        assert_eq!(config.webhook_max_attempts, 3);
+        assert!(config.webhook_allow_private);
+        let refused = validate(&["--webhook-max-attempts", "0"])
+            .expect_err("no attempt at all")
+            .to_string();
+        assert!(refused.contains("--webhook-max-attempts"), "{refused}");
     }
 }

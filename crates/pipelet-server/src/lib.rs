@@ -18,6 +18,7 @@ mod routes;
 pub mod state;
 mod status_view;
 mod urls;
+pub mod webhooks;
 
 pub use app::Application;
 pub use config::{Config, ServeArgs};

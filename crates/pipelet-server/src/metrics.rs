@@ -35,6 +35,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelState {
     model: String,
     state: String,
@@ -54,6 +59,13 @@ pub struct Metrics {
     seen: Mutex<(HashMap<String, Instant>, HashMap<Uuid, String>)>,
     /// Retention: what the cleanup removed, by kind (`result`, `input`, `job`, `orphan`).
     cleanup_removed: Family<KindLabel, Counter>,
+    /// Webhook delivery attempts by outcome (`delivered`, `retry`, `gave_up`).
+    webhook_deliveries: Family<OutcomeLabel, Counter>,
+    /// Webhook events neither delivered nor given up, read from the store on scrape.
+    webhooks_pending: Gauge,
+    /// Notified after every job state change that may have written a webhook event, so
+    /// the delivery loop looks at once instead of at its next poll.
+    pub webhook_wake: Arc<Notify>,
     /// The queue-time estimator, fed by the same store calls as the metrics.
     pub eta: crate::eta::Eta,
 }
@@ -77,6 +89,9 @@ impl Default for Metrics {
             active_workers: Gauge::default(),
             seen: Mutex::default(),
             cleanup_removed: Family::default(),
+            webhook_deliveries: Family::default(),
+            webhooks_pending: Gauge::default(),
+            webhook_wake: Arc::new(Notify::new()),
             eta: crate::eta::Eta::default(),
             registry: Registry::default(),
         };
@@ -117,6 +132,22 @@ impl Default for Metrics {
             "What retention removed: expired results, input images, finished jobs, orphan blobs",
             m.cleanup_removed.clone(),
         );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome: delivered (2xx), retry, gave_up (410 or out of attempts)",
+            m.webhook_deliveries.clone(),
+        );
+        // Every outcome shows from the start, at 0.
+        for outcome in ["delivered", "retry", "gave_up"] {
+            let _ = m
+                .webhook_deliveries
+                .get_or_create(&OutcomeLabel { outcome });
+        }
+        registry.register(
+            "webhooks_pending",
+            "Webhook events neither delivered nor given up",
+            m.webhooks_pending.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -144,6 +175,18 @@ impl Metrics {
                 .get_or_create(&KindLabel { kind })
                 .inc_by(n);
         }
+    }
+
+    /// Counts one webhook delivery attempt (`delivered`, `retry` or `gave_up`).
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// A job changed state: a webhook event may be due.
+    fn job_changed(&self) {
+        self.webhook_wake.notify_one();
     }
 
     fn retried(&self, model_id: &str) {
@@ -174,6 +217,14 @@ impl Metrics {
                     state: c.state.to_string(),
                 })
                 .set(i64::try_from(c.count).unwrap_or(i64::MAX));
+        }
+        // Best effort: a failed count leaves the last value rather than failing the scrape.
+        match store.webhook_pending().await {
+            Ok(pending) => {
+                self.webhooks_pending
+                    .set(i64::try_from(pending).unwrap_or(i64::MAX));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count pending webhook events"),
         }
         {
             let mut seen = self.seen();
@@ -253,6 +304,7 @@ impl Store for MeteredStore {
     }
     async fn cancel(&self, id: Uuid, force: bool, by: &str) -> Result<CancelOutcome> {
         let outcome = self.inner.cancel(id, force, by).await?;
+        self.metrics.job_changed();
         if outcome == CancelOutcome::Cancelled {
             let model = self.model_of(id).await;
             self.metrics.finished(&model, "cancelled");
@@ -266,6 +318,7 @@ impl Store for MeteredStore {
             .worker_claiming(&req.worker_id, &req.pipelines);
         let lease = self.inner.claim(req).await?;
         if let Some(lease) = &lease {
+            self.metrics.job_changed();
             self.metrics.eta.claimed(&req.worker_id, &lease.job);
             let waited = (lease.job.started_at_ms.unwrap_or(lease.job.created_at_ms)
                 - lease.job.created_at_ms)
@@ -305,6 +358,7 @@ impl Store for MeteredStore {
     }
     async fn complete(&self, lease: &LeaseRef, result: &JobResult) -> Result<()> {
         self.inner.complete(lease, result).await?;
+        self.metrics.job_changed();
         self.metrics.eta.completed(lease.job_id);
         let model = self.model_of(lease.job_id).await;
         self.metrics.finished(&model, "completed");
@@ -322,6 +376,7 @@ impl Store for MeteredStore {
         retryable: bool,
     ) -> Result<FailOutcome> {
         let outcome = self.inner.fail(lease, failure, retryable).await?;
+        self.metrics.job_changed();
         self.metrics.eta.ended(lease.job_id);
         let model = self.model_of(lease.job_id).await;
         match outcome {
@@ -335,6 +390,7 @@ impl Store for MeteredStore {
     }
     async fn ack_cancelled(&self, lease: &LeaseRef) -> Result<()> {
         self.inner.ack_cancelled(lease).await?;
+        self.metrics.job_changed();
         self.metrics.eta.ended(lease.job_id);
         let model = self.model_of(lease.job_id).await;
         self.metrics.finished(&model, "cancelled");
@@ -343,6 +399,9 @@ impl Store for MeteredStore {
     }
     async fn reap_expired(&self, now_ms: i64) -> Result<Vec<ReapedJob>> {
         let reaped = self.inner.reap_expired(now_ms).await?;
+        if !reaped.is_empty() {
+            self.metrics.job_changed();
+        }
         for job in &reaped {
             self.metrics.lease_expiries.inc();
             match job.outcome {
@@ -356,7 +415,11 @@ impl Store for MeteredStore {
         Ok(reaped)
     }
     async fn release_leases_of(&self, owner_prefix: &str) -> Result<u64> {
-        self.inner.release_leases_of(owner_prefix).await
+        let released = self.inner.release_leases_of(owner_prefix).await?;
+        if released > 0 {
+            self.metrics.job_changed();
+        }
+        Ok(released)
     }
     async fn release_inputs(
         &self,
@@ -408,5 +471,46 @@ impl Store for MeteredStore {
     }
     async fn server_secret(&self, name: &str) -> Result<String> {
         self.inner.server_secret(name).await
+    }
+    async fn webhook_due(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        hold_ms: i64,
+    ) -> Result<Vec<pipelet_store::WebhookEvent>> {
+        self.inner.webhook_due(now_ms, limit, hold_ms).await
+    }
+    async fn webhook_record_attempt(
+        &self,
+        event_id: &str,
+        attempt: pipelet_store::WebhookAttempt,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.inner
+            .webhook_record_attempt(event_id, attempt, now_ms)
+            .await
+    }
+    async fn webhook_events_of(
+        &self,
+        job_id: Uuid,
+    ) -> Result<Vec<pipelet_store::WebhookEventRecord>> {
+        self.inner.webhook_events_of(job_id).await
+    }
+    async fn webhook_pending(&self) -> Result<u64> {
+        self.inner.webhook_pending().await
+    }
+    async fn webhook_secrets(
+        &self,
+        owner_key_id: &str,
+        now_ms: i64,
+    ) -> Result<pipelet_store::WebhookSecrets> {
+        self.inner.webhook_secrets(owner_key_id, now_ms).await
+    }
+    async fn rotate_webhook_secret(
+        &self,
+        owner_key_id: &str,
+        now_ms: i64,
+    ) -> Result<pipelet_store::WebhookSecrets> {
+        self.inner.rotate_webhook_secret(owner_key_id, now_ms).await
     }
 }

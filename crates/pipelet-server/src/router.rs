@@ -58,6 +58,15 @@ pub fn router(state: AppState) -> Router {
             get(crate::routes::files::video),
         )
         .route("/files/{file}", get(crate::routes::files::download))
+        .route(
+            "/queue/{model_id}/requests/{id}/webhooks",
+            get(crate::routes::webhooks::events),
+        )
+        .route("/webhooks/secret", get(crate::routes::webhooks::secret))
+        .route(
+            "/webhooks/secret/rotate",
+            post(crate::routes::webhooks::rotate),
+        )
         .route("/worker/v1/claim", post(worker::claim))
         .route("/worker/v1/jobs/{id}/heartbeat", post(worker::heartbeat))
         .route("/worker/v1/jobs/{id}/input", get(worker::input))

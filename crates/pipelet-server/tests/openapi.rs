@@ -22,14 +22,17 @@ const REGENERATE: &str = "PIPELET_UPDATE_OPENAPI=1 cargo test -p pipelet-server 
 
 /// Every operation the server has, as (method, path). A new route goes here, in the
 /// router and, with its `#[utoipa::path]` annotation, in `openapi.rs`.
-const OPERATIONS: [(&str, &str); 23] = [
+const OPERATIONS: [(&str, &str); 26] = [
     ("post", "/queue/{model_id}"),
     ("get", "/queue/{model_id}/requests/{id}/status"),
     ("get", "/queue/{model_id}/requests/{id}/status/stream"),
     ("put", "/queue/{model_id}/requests/{id}/cancel"),
     ("get", "/queue/{model_id}/requests/{id}"),
     ("get", "/queue/{model_id}/requests/{id}/video.mp4"),
+    ("get", "/queue/{model_id}/requests/{id}/webhooks"),
     ("get", "/files/{file}"),
+    ("get", "/webhooks/secret"),
+    ("post", "/webhooks/secret/rotate"),
     ("get", "/requests"),
     ("get", "/models"),
     ("post", "/worker/v1/claim"),
@@ -251,8 +254,12 @@ fn operations_are_complete() {
         if keyed_only {
             assert!(responses.contains_key("403"), "{name}: 403");
             assert!(
-                // A claim and the history name no resource that could be missing.
-                responses.contains_key("404") || path == "/worker/v1/claim" || path == "/requests",
+                // A claim, the history and the key's webhook secret name no resource that
+                // could be missing.
+                responses.contains_key("404")
+                    || path == "/worker/v1/claim"
+                    || path == "/requests"
+                    || path.starts_with("/webhooks/secret"),
                 "{name}: 404"
             );
         }

@@ -16,6 +16,7 @@ mod retention;
 mod rows;
 pub mod sqlite;
 mod types;
+mod webhooks;
 
 pub use error::StoreError;
 pub use history::{JobCursor, JobListQuery, JobPage, MAX_PAGE_LIMIT};
@@ -25,6 +26,10 @@ pub use idempotency::{
 pub use keys::{KeyRecord, NewKey, Role};
 pub use queue_index::QueueIndex;
 pub use types::*;
+pub use webhooks::{
+    WEBHOOK_SECRET_OVERLAP_MS, WebhookAttempt, WebhookEvent, WebhookEventRecord, WebhookEventType,
+    WebhookSecrets, WebhookSnapshot, WebhookState,
+};
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -135,4 +140,33 @@ pub trait Store: Send + Sync + 'static {
     /// A random secret shared by every server on this store, created by the first call
     /// for `name` (e.g. the key that signs result links, so any server accepts them).
     async fn server_secret(&self, name: &str) -> Result<String>;
+
+    // Webhooks: the outbox written with each state change of a job that has a
+    // `webhook_url` (see [`WebhookEvent`]), and the per-key signing secrets.
+    /// Each job's earliest event that is neither delivered nor given up, when its next
+    /// attempt is due at `now_ms` and no one holds it; at most `limit`, oldest due
+    /// first. Marks them held until `now_ms + hold_ms`, so another server (or loop)
+    /// skips them meanwhile.
+    async fn webhook_due(&self, now_ms: i64, limit: u32, hold_ms: i64)
+    -> Result<Vec<WebhookEvent>>;
+    /// Records the end of one delivery try of `event_id` (and releases its hold).
+    /// `Err(NotFound)` for an unknown event.
+    async fn webhook_record_attempt(
+        &self,
+        event_id: &str,
+        attempt: WebhookAttempt,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// Every event of a job, in order.
+    async fn webhook_events_of(&self, job_id: Uuid) -> Result<Vec<WebhookEventRecord>>;
+    /// Events neither delivered nor given up.
+    async fn webhook_pending(&self) -> Result<u64>;
+    /// The signing secrets of an API key, created on first use.
+    async fn webhook_secrets(&self, owner_key_id: &str, now_ms: i64) -> Result<WebhookSecrets>;
+    /// Issues a new secret for the key; the old one stays `previous` for 24 h.
+    async fn rotate_webhook_secret(
+        &self,
+        owner_key_id: &str,
+        now_ms: i64,
+    ) -> Result<WebhookSecrets>;
 }

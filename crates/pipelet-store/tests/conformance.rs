@@ -116,6 +116,12 @@ conformance!(
     // Retention.
     retention_releases_inputs_expires_results_and_deletes_jobs,
     retention_works_in_bounded_batches_oldest_first,
+    // Webhooks.
+    webhook_events_are_written_with_each_state_change,
+    webhook_due_keeps_each_jobs_events_in_order_and_holds_them,
+    webhook_secrets_are_per_owner_stable_and_rotate,
+    concurrent_webhook_due_never_hands_out_an_event_twice,
+    retention_deletes_a_jobs_webhook_events,
 );
 
 fn new_job(pipeline: Pipeline, priority: i64) -> NewJob {
@@ -1276,4 +1282,408 @@ async fn concurrent_idempotent_creates_make_one_job(f: &Fixture) {
     }
     // 10 without a key, 10 with keys of their own, and the one.
     assert_eq!(total_jobs(f.store.as_ref()).await, 21);
+}
+
+// ---- Webhooks ----
+
+const HOOK: &str = "https://hooks.example.com/pipelet";
+
+fn hooked_job(pipeline: Pipeline) -> NewJob {
+    NewJob {
+        webhook_url: Some(HOOK.into()),
+        ..new_job(pipeline, 0)
+    }
+}
+
+async fn event_types(s: &dyn Store, id: Uuid) -> Vec<WebhookEventType> {
+    s.webhook_events_of(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.event_type)
+        .collect()
+}
+
+async fn webhook_events_are_written_with_each_state_change(f: &Fixture) {
+    use WebhookEventType::*;
+    let s = f.store.as_ref();
+    let before = now_ms();
+
+    // acquired, retried (fail), retried (reaper), acquired, completed.
+    let a = s.create_job(hooked_job(Pipeline::T2v)).await.unwrap();
+    let plain = s.create_job(new_job(Pipeline::I2v, 0)).await.unwrap();
+    assert!(
+        s.webhook_events_of(a.id).await.unwrap().is_empty(),
+        "none at create"
+    );
+    let lease = s
+        .claim(&claim_req(&[Pipeline::T2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
+    s.fail(
+        &lease.lease,
+        &Failure::new("runner crashed", "oom on gpu0"),
+        true,
+    )
+    .await
+    .unwrap();
+    s.claim(&claim_req(&[Pipeline::T2v], -1))
+        .await
+        .unwrap()
+        .unwrap();
+    s.reap_expired(now_ms()).await.unwrap();
+    let lease = s
+        .claim(&claim_req(&[Pipeline::T2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
+    s.complete(&lease.lease, &result()).await.unwrap();
+    let records = s.webhook_events_of(a.id).await.unwrap();
+    let types: Vec<_> = records.iter().map(|r| r.event.event_type).collect();
+    assert_eq!(
+        types,
+        [Acquired, Retried, Acquired, Retried, Acquired, Completed]
+    );
+    let mut ids = std::collections::HashSet::new();
+    for r in &records {
+        let e = &r.event;
+        assert!(e.id.starts_with("msg_"), "{}", e.id);
+        assert!(ids.insert(e.id.clone()), "event ids are unique");
+        assert_eq!(e.job_id, a.id);
+        assert_eq!(e.owner_key_id, "owner");
+        assert_eq!(e.url, HOOK);
+        assert_eq!(e.attempts, 0);
+        assert_eq!(e.snapshot.model_id, a.model_id);
+        assert!(e.snapshot.updated_at_ms >= before);
+        assert!(e.created_at_ms >= before);
+        assert_eq!(r.state, WebhookState::Pending);
+        assert_eq!(r.next_attempt_at_ms, Some(e.created_at_ms), "due at once");
+        assert_eq!(r.last_status, None);
+    }
+    assert!(records.windows(2).all(|w| w[0].event.seq < w[1].event.seq));
+    let acquired = &records[0].event.snapshot;
+    assert_eq!(acquired.worker_name.as_deref(), Some("worker:test"));
+    assert!(
+        acquired
+            .lease_expiry_ms
+            .is_some_and(|t| t >= before + 30_000)
+    );
+    assert!(acquired.acquired_at_ms.is_some_and(|t| t >= before));
+    assert_eq!(acquired.error, None);
+    assert_eq!(acquired.result, None);
+    let retried = &records[1].event.snapshot;
+    assert_eq!(
+        retried.error.as_deref(),
+        Some("runner crashed"),
+        "the client reason only"
+    );
+    let completed = &records[5].event.snapshot;
+    assert_eq!(completed.result, Some(result()));
+    assert_eq!(completed.worker_name.as_deref(), Some("worker:test"));
+    assert_eq!(completed.acquired_at_ms, lease.job.started_at_ms);
+    // The worker's plain job made none.
+    let l = s
+        .claim(&claim_req(&[Pipeline::I2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.job.id, plain.id);
+    s.complete(&l.lease, &result()).await.unwrap();
+    assert!(s.webhook_events_of(plain.id).await.unwrap().is_empty());
+
+    // failed (final, not retryable).
+    let b = s.create_job(hooked_job(Pipeline::T2v)).await.unwrap();
+    let lease = s
+        .claim(&claim_req(&[Pipeline::T2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
+    s.fail(&lease.lease, &Failure::new("bad input", "detail"), false)
+        .await
+        .unwrap();
+    let records = s.webhook_events_of(b.id).await.unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| r.event.event_type)
+            .collect::<Vec<_>>(),
+        [Acquired, Failed]
+    );
+    assert_eq!(
+        records[1].event.snapshot.error.as_deref(),
+        Some("bad input")
+    );
+    assert_eq!(
+        records[1].event.snapshot.worker_name.as_deref(),
+        Some("worker:test")
+    );
+
+    // cancelled while queued; a forced cancel of a running job only when it stops.
+    let c = s.create_job(hooked_job(Pipeline::T2v)).await.unwrap();
+    s.cancel(c.id, false, "me").await.unwrap();
+    assert_eq!(event_types(s, c.id).await, [Cancelled]);
+    let d = s.create_job(hooked_job(Pipeline::T2v)).await.unwrap();
+    let lease = s
+        .claim(&claim_req(&[Pipeline::T2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.cancel(d.id, true, "me").await.unwrap(),
+        CancelOutcome::StopRequested
+    );
+    assert_eq!(event_types(s, d.id).await, [Acquired]);
+    s.ack_cancelled(&lease.lease).await.unwrap();
+    assert_eq!(event_types(s, d.id).await, [Acquired, Cancelled]);
+
+    // A previous run's in-process worker: retried.
+    let e = s.create_job(hooked_job(Pipeline::T2v)).await.unwrap();
+    let mut req = claim_req(&[Pipeline::T2v], 30_000);
+    req.worker_id = "local:old/0".into();
+    s.claim(&req).await.unwrap().unwrap();
+    assert_eq!(s.release_leases_of("local:old/").await.unwrap(), 1);
+    assert_eq!(event_types(s, e.id).await, [Acquired, Retried]);
+
+    // A refused transition (stale lease) writes nothing.
+    assert!(s.complete(&lease.lease, &result()).await.is_err());
+    assert_eq!(event_types(s, d.id).await, [Acquired, Cancelled]);
+    assert_eq!(s.webhook_pending().await.unwrap(), 6 + 2 + 1 + 2 + 2);
+}
+
+async fn webhook_due_keeps_each_jobs_events_in_order_and_holds_them(f: &Fixture) {
+    use WebhookEventType::*;
+    let s = f.store.as_ref();
+    let a = s.create_job(hooked_job(Pipeline::T2v)).await.unwrap();
+    let lease = s
+        .claim(&claim_req(&[Pipeline::T2v], 30_000))
+        .await
+        .unwrap()
+        .unwrap();
+    s.complete(&lease.lease, &result()).await.unwrap();
+    let b = s.create_job(hooked_job(Pipeline::T2v)).await.unwrap();
+    s.cancel(b.id, false, "me").await.unwrap();
+    let now = now_ms() + 1_000;
+    assert_eq!(s.webhook_pending().await.unwrap(), 3);
+
+    // Not yet due.
+    assert!(
+        s.webhook_due(now - 60_000, 10, 30_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Each job's first event only.
+    let due = s.webhook_due(now, 10, 30_000).await.unwrap();
+    let mut got: Vec<_> = due.iter().map(|e| (e.job_id, e.event_type)).collect();
+    got.sort();
+    let mut want = vec![(a.id, Acquired), (b.id, Cancelled)];
+    want.sort();
+    assert_eq!(got, want);
+    let a1 = due.iter().find(|e| e.job_id == a.id).unwrap().clone();
+    // Held: a second call (another loop or server) gets nothing.
+    assert!(s.webhook_due(now, 10, 30_000).await.unwrap().is_empty());
+    assert!(
+        s.webhook_due(now + 29_999, 10, 30_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A retry later: the next event of `a` still waits for it.
+    s.webhook_record_attempt(
+        &a1.id,
+        WebhookAttempt::Retry {
+            status: Some(500),
+            error: "HTTP 500".into(),
+            next_at_ms: now + 5_000,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.webhook_due(now + 4_999, 10, 30_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let due = s.webhook_due(now + 5_000, 10, 30_000).await.unwrap();
+    assert_eq!(due.len(), 1, "b is still held: {due:?}");
+    assert_eq!(due[0].id, a1.id, "the same event (same webhook-id) again");
+    assert_eq!(due[0].attempts, 1);
+    let records = s.webhook_events_of(a.id).await.unwrap();
+    assert_eq!(records[0].state, WebhookState::Pending);
+    assert_eq!(records[0].last_status, Some(500));
+    assert_eq!(records[0].last_error.as_deref(), Some("HTTP 500"));
+    assert_eq!(records[0].next_attempt_at_ms, Some(now + 5_000));
+
+    // Delivered: then `a`'s second event is due.
+    s.webhook_record_attempt(
+        &a1.id,
+        WebhookAttempt::Delivered { status: 204 },
+        now + 5_000,
+    )
+    .await
+    .unwrap();
+    let due = s.webhook_due(now + 5_000, 10, 30_000).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].job_id, due[0].event_type), (a.id, Completed));
+    assert_eq!(due[0].snapshot.result, Some(result()));
+    s.webhook_record_attempt(
+        &due[0].id,
+        WebhookAttempt::GaveUp {
+            status: Some(410),
+            error: "HTTP 410 Gone".into(),
+        },
+        now + 5_000,
+    )
+    .await
+    .unwrap();
+    let records = s.webhook_events_of(a.id).await.unwrap();
+    assert_eq!(records[0].state, WebhookState::Delivered);
+    assert_eq!(records[0].event.attempts, 2);
+    assert_eq!(records[0].last_status, Some(204));
+    assert_eq!(records[0].last_error, None);
+    assert_eq!(records[0].next_attempt_at_ms, None);
+    assert_eq!(records[1].state, WebhookState::GaveUp);
+    assert_eq!(records[1].event.attempts, 1);
+    assert_eq!(records[1].last_status, Some(410));
+    assert_eq!(records[1].next_attempt_at_ms, None);
+    assert_eq!(s.webhook_pending().await.unwrap(), 1, "b's event");
+    // b's hold runs out: it is due again, then finished.
+    assert!(
+        s.webhook_due(now + 29_999, 10, 30_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let due = s.webhook_due(now + 30_000, 10, 30_000).await.unwrap();
+    assert_eq!(due.iter().map(|e| e.job_id).collect::<Vec<_>>(), [b.id]);
+    s.webhook_record_attempt(&due[0].id, WebhookAttempt::Delivered { status: 200 }, now)
+        .await
+        .unwrap();
+    assert_eq!(s.webhook_pending().await.unwrap(), 0);
+    assert!(s.webhook_due(i64::MAX / 2, 10, 1).await.unwrap().is_empty());
+    // The limit holds; an unknown event is NotFound.
+    assert!(matches!(
+        s.webhook_record_attempt("msg_nope", WebhookAttempt::Delivered { status: 200 }, now)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    for _ in 0..3 {
+        let j = s.create_job(hooked_job(Pipeline::I2v)).await.unwrap();
+        s.cancel(j.id, false, "me").await.unwrap();
+    }
+    assert_eq!(
+        s.webhook_due(now + 60_000, 2, 1_000).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        s.webhook_due(now + 60_000, 2, 1_000).await.unwrap().len(),
+        1
+    );
+}
+
+async fn webhook_secrets_are_per_owner_stable_and_rotate(f: &Fixture) {
+    let s = f.store.as_ref();
+    let t = 1_700_000_000_000;
+    let a = s.webhook_secrets("key-a", t).await.unwrap();
+    assert!(a.current.starts_with("whsec_"), "{}", a.current);
+    assert_eq!(a.previous, None);
+    assert_eq!(
+        s.webhook_secrets("key-a", t + 1).await.unwrap(),
+        a,
+        "stable"
+    );
+    let b = s.webhook_secrets("key-b", t).await.unwrap();
+    assert_ne!(b.current, a.current, "per owner");
+
+    let rotated = s.rotate_webhook_secret("key-a", t + 10).await.unwrap();
+    assert_ne!(rotated.current, a.current);
+    assert_eq!(rotated.previous.as_deref(), Some(a.current.as_str()));
+    let day = 24 * 60 * 60 * 1000;
+    assert_eq!(
+        s.webhook_secrets("key-a", t + 10 + day - 1).await.unwrap(),
+        rotated
+    );
+    let later = s.webhook_secrets("key-a", t + 10 + day).await.unwrap();
+    assert_eq!(later.current, rotated.current);
+    assert_eq!(later.previous, None, "the old secret stops after 24 h");
+    assert_eq!(
+        s.webhook_secrets("key-b", t).await.unwrap(),
+        b,
+        "others untouched"
+    );
+    // Rotating a key that never had one creates it.
+    let c = s.rotate_webhook_secret("key-c", t).await.unwrap();
+    assert!(c.current.starts_with("whsec_"));
+    // Durable, and the same through another handle (another server).
+    let other = f.reopen().await;
+    assert_eq!(
+        other.webhook_secrets("key-a", t + 20).await.unwrap(),
+        rotated
+    );
+}
+
+async fn concurrent_webhook_due_never_hands_out_an_event_twice(f: &Fixture) {
+    let s = f.store.clone();
+    let mut all = std::collections::HashSet::new();
+    for _ in 0..40 {
+        let j = s.create_job(hooked_job(Pipeline::T2v)).await.unwrap();
+        s.cancel(j.id, false, "me").await.unwrap();
+        all.extend(
+            s.webhook_events_of(j.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.event.id),
+        );
+    }
+    assert_eq!(all.len(), 40);
+    let other = f.reopen().await;
+    let now = now_ms() + 1_000;
+    let take = |store: Arc<dyn Store>| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let due = store.webhook_due(now, 3, 600_000).await.unwrap();
+                if due.is_empty() {
+                    break got;
+                }
+                got.extend(due.into_iter().map(|e| e.id));
+            }
+        })
+    };
+    let handles = [
+        take(s.clone()),
+        take(other.clone()),
+        take(s.clone()),
+        take(other.clone()),
+    ];
+    let mut seen = Vec::new();
+    for h in handles {
+        seen.extend(h.await.unwrap());
+    }
+    seen.extend(
+        s.webhook_due(now, 100, 600_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id),
+    );
+    let unique: std::collections::HashSet<_> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "an event was handed out twice");
+    assert_eq!(unique, all);
+}
+
+async fn retention_deletes_a_jobs_webhook_events(f: &Fixture) {
+    let s = f.store.as_ref();
+    let j = s.create_job(hooked_job(Pipeline::T2v)).await.unwrap();
+    s.cancel(j.id, false, "me").await.unwrap();
+    assert_eq!(s.webhook_events_of(j.id).await.unwrap().len(), 1);
+    let deleted = s.delete_finished_jobs(now_ms() + 1_000, 100).await.unwrap();
+    assert_eq!(deleted.iter().map(|d| d.job_id).collect::<Vec<_>>(), [j.id]);
+    assert!(s.webhook_events_of(j.id).await.unwrap().is_empty());
+    assert_eq!(s.webhook_pending().await.unwrap(), 0);
 }

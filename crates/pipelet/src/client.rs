@@ -85,6 +85,11 @@ pub struct SubmitArgs {
     /// Print the request id and return without waiting.
     #[arg(long)]
     no_wait: bool,
+    /// A URL that gets a signed POST on each event of the request (acquired, completed,
+    /// failed, cancelled, retried); sent as `?fal_webhook=`. Verify the signatures with the
+    /// secret of `GET /webhooks/secret`.
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -347,7 +352,7 @@ pub async fn submit(server: ServerArgs, args: SubmitArgs) -> anyhow::Result<()> 
     }
     let body = body_of(&args)?;
     let url = format!("{}/queue/{}", client.base, args.model);
-    let created = create_with_retries(&client, &url, &body).await?;
+    let created = create_with_retries(&client, &url, &body, args.webhook.as_deref()).await?;
     let id = created["request_id"]
         .as_str()
         .context("no request_id in the answer")?
@@ -368,15 +373,23 @@ pub async fn submit(server: ServerArgs, args: SubmitArgs) -> anyhow::Result<()> 
 /// Posts a create, retrying a lost connection or a 5xx a few times under one
 /// `Idempotency-Key` (fresh per submit): if an earlier try was committed and only its
 /// answer was lost, the server answers that request again instead of queueing another.
-async fn create_with_retries(client: &Client, url: &str, body: &Value) -> anyhow::Result<Value> {
+async fn create_with_retries(
+    client: &Client,
+    url: &str,
+    body: &Value,
+    webhook: Option<&str>,
+) -> anyhow::Result<Value> {
     let idempotency_key = uuid::Uuid::new_v4().to_string();
     let mut attempt = 1;
     loop {
-        let req = client
+        let mut req = client
             .http
             .post(url)
             .header("Idempotency-Key", &idempotency_key)
             .json(body);
+        if let Some(webhook) = webhook {
+            req = req.query(&[("fal_webhook", webhook)]);
+        }
         let error = match client.send(req).await {
             Ok((status, created)) if status.is_success() => return Ok(created),
             Ok((status, detail)) if status.is_server_error() => error_of(status, &detail),

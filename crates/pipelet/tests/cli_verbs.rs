@@ -251,6 +251,55 @@ async fn submit_into_a_pipe_prints_plain_lines_ending_at_n_of_n() {
     assert_eq!(stdout.trim(), out.display().to_string());
 }
 
+/// `submit --webhook URL` sends `?fal_webhook=`: a server refuses a loopback URL naming
+/// that parameter, and one started with `--webhook-allow-private` takes it (its event
+/// list then shows the claim).
+#[tokio::test]
+async fn submit_webhook_sends_fal_webhook() {
+    let (_dir, data) = temp_data_dir();
+    let server = start_server(&data, &["--workers", "0"]);
+    let hook = "http://127.0.0.1:9/hook";
+    let o = run(
+        &server,
+        &[
+            "submit",
+            T2V,
+            "--prompt",
+            "a fox",
+            "--no-wait",
+            "--webhook",
+            hook,
+        ],
+    )
+    .await;
+    assert!(!o.status.success());
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.contains("fal_webhook") && stderr.contains("127.0.0.1"),
+        "{stderr}"
+    );
+    drop(server);
+
+    let (_dir, data) = temp_data_dir();
+    let server = start_server(&data, &["--workers", "0", "--webhook-allow-private"]);
+    let worker = HandWorker::new(&server, &data);
+    let id = submit_no_wait(&server, &["--webhook", hook]).await;
+    worker.claim().await;
+    let events: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/queue/{T2V}/requests/{id}/webhooks",
+            server.base
+        ))
+        .bearer_auth(&server.key)
+        .send()
+        .await
+        .expect("list events")
+        .json()
+        .await
+        .expect("events JSON");
+    assert_eq!(events["events"][0]["event_type"], "acquired", "{events}");
+}
+
 #[tokio::test]
 async fn status_prints_one_line_or_the_json() {
     let (_dir, data) = temp_data_dir();

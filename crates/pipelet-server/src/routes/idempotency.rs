@@ -54,17 +54,25 @@ pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_string()))
 }
 
-/// What the store needs to make a create with `key` idempotent for this API key.
+/// What the store needs to make a create with `key` idempotent for this API key. The
+/// webhook URL is part of the request, so a repeat with another one is a mismatch.
 pub fn idempotency(
     owner: &str,
     key: String,
     model_id: &str,
     body: &serde_json::Value,
+    webhook_url: Option<&str>,
 ) -> Idempotency {
+    // No model id holds a newline, so this cannot collide with a create without a
+    // webhook (whose hash, and so its stored keys, stays as before).
+    let hashed_model = match webhook_url {
+        Some(url) => format!("{model_id}\nwebhook={url}"),
+        None => model_id.to_string(),
+    };
     Idempotency {
         owner: owner.to_string(),
         key,
-        request_hash: pipelet_store::request_hash(model_id, body),
+        request_hash: pipelet_store::request_hash(&hashed_model, body),
         not_before_ms: now_ms().saturating_sub(IDEMPOTENCY_WINDOW_MS),
     }
 }

@@ -10,4 +10,5 @@ pub mod models;
 pub mod playground;
 pub mod queue;
 pub mod stream;
+pub mod webhooks;
 pub mod worker;

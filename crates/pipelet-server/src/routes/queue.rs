@@ -103,6 +103,11 @@ async fn validate(
     operation_id = "create",
     params(
         crate::openapi::ModelPath,
+        crate::routes::webhooks::CreateQuery,
+        ("x-pipelet-webhook" = Option<String>, Header, description = "The same as the \
+            `fal_webhook` query parameter, for clients that cannot add one: a URL that gets a \
+            signed POST on each event of the request. When both are sent they must be the \
+            same URL (otherwise 422)."),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the create safe to \
             retry: 1 to 255 visible ASCII characters (a UUID, say), unique per request. A \
             repeat with the same key from the same API key within 24 hours answers the first \
@@ -123,8 +128,9 @@ async fn validate(
                 ("Idempotent-Replayed" = String, description = "`true` when this answers an \
                 earlier create with the same `Idempotency-Key` (nothing new was created); \
                 absent otherwise."))),
-        (status = 400, description = "The body is empty, unreadable or not JSON; or the \
-            `Idempotency-Key` header is sent twice or is not visible ASCII text.",
+        (status = 400, description = "The body is empty, unreadable or not JSON; the \
+            `Idempotency-Key` header is sent twice or is not visible ASCII text; or \
+            `fal_webhook` is given twice.",
             body = pipelet_api::wire::ErrorBody),
         (status = 401, description = "Missing, malformed or unknown API key.",
             body = pipelet_api::wire::ErrorBody,
@@ -138,8 +144,10 @@ async fn validate(
         (status = 409, description = "The request an `Idempotency-Key` was first used for \
             has since been deleted; send a new key.", body = pipelet_api::wire::ErrorBody),
         (status = 422, description = "Invalid input: `field` names the field at fault and \
-            `detail` says what is allowed; or an `Idempotency-Key` that is empty, longer than \
-            255 characters, or already used for a different request.",
+            `detail` says what is allowed (`fal_webhook` or `x-pipelet-webhook` for a webhook \
+            URL that is not http(s), or whose host is or resolves to a loopback, private, \
+            link-local or metadata address); or an `Idempotency-Key` that is empty, longer \
+            than 255 characters, or already used for a different request (or webhook URL).",
             body = pipelet_api::wire::ErrorBody),
         (status = 429, description = "The queue is full; try again later.",
             body = pipelet_api::wire::ErrorBody,
@@ -157,6 +165,7 @@ pub async fn create(
     principal: Principal,
     base: BaseUrl,
     ApiPath(model_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<crate::routes::webhooks::CreateQuery>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -164,9 +173,17 @@ pub async fn create(
     let model = model(&state, &model_id)?;
     let idempotency_key = idempotency::key_of(&headers)?;
     let body = parse_body(body, state.config.max_body_bytes)?;
+    let webhook_url = crate::routes::webhooks::webhook_of(&state, query, &headers).await?;
     // Hashed as sent, before validation consumes it.
-    let idempotency = idempotency_key
-        .map(|key| idempotency::idempotency(&principal.key.id, key, &model.id, &body));
+    let idempotency = idempotency_key.map(|key| {
+        idempotency::idempotency(
+            &principal.key.id,
+            key,
+            &model.id,
+            &body,
+            webhook_url.as_deref(),
+        )
+    });
     let validated = validate(&state, model, body).await?;
     if state.store.queued_total() >= state.config.max_queued {
         return Err(ApiError::TooManyRequests {
@@ -208,7 +225,7 @@ pub async fn create(
         spec,
         input_blob: input_blob.clone(),
         max_attempts: state.config.max_attempts,
-        webhook_url: None,
+        webhook_url,
     };
     let created = match idempotency {
         None => state

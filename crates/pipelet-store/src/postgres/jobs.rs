@@ -8,10 +8,11 @@ use uuid::Uuid;
 use super::JOBS_CHANNEL;
 use super::gauge::QueuedGauge;
 use super::rows::{JOB_COLUMNS, job_from_row, result_json, text};
+use super::webhooks;
 use crate::dispatch::{Head, next_state, pick_head, recorded_detail};
 use crate::{
     ClaimRequest, FailOutcome, Failure, HeartbeatReply, JobRecord, JobResult, JobState, Lease,
-    LeaseRef, ProgressUpdate, Result, StoreError, now_ms,
+    LeaseRef, ProgressUpdate, Result, StoreError, WebhookEventType, now_ms,
 };
 
 pub(super) async fn fetch_job(pool: &PgPool, id: Uuid) -> Result<Option<JobRecord>> {
@@ -110,6 +111,7 @@ pub(super) async fn claim(
         return Ok(None);
     };
     let job = job_from_row(&row)?;
+    webhooks::emit(&mut tx, &job, WebhookEventType::Acquired, now).await?;
     tx.commit().await?;
     write.commit(-1);
     Ok(Some(Lease {
@@ -169,20 +171,23 @@ pub(super) async fn heartbeat(
 }
 
 pub(super) async fn complete(pool: &PgPool, lease: &LeaseRef, result: &JobResult) -> Result<()> {
-    let updated = sqlx::query(
+    let mut tx = pool.begin().await?;
+    // Locked and judged first: the `completed` event names the worker the update clears.
+    let job = leased_job(&mut tx, lease).await?;
+    let now = now_ms();
+    sqlx::query(
         "UPDATE jobs SET state = 'completed', finished_at = $1, result = $2, \
          lease_owner = NULL, lease_expires_at = NULL, progress_done = progress_total \
-         WHERE id = $3::uuid AND state = 'running' AND lease_token = $4",
+         WHERE seq = $3 AND state = 'running' AND lease_token = $4",
     )
-    .bind(now_ms())
+    .bind(now)
     .bind(result_json(result)?)
-    .bind(lease.job_id.to_string())
+    .bind(job.seq)
     .bind(lease.token)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    if updated.rows_affected() == 0 {
-        return Err(lease_miss(pool, lease).await);
-    }
+    webhooks::emit(&mut tx, &job, WebhookEventType::Completed, now).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -194,16 +199,18 @@ pub(super) async fn ack_cancelled(pool: &PgPool, lease: &LeaseRef) -> Result<()>
         // Dropping the transaction rolls it back: nothing changes.
         return Err(StoreError::InvalidState(JobState::Running));
     }
+    let now = now_ms();
     sqlx::query(
         "UPDATE jobs SET state = 'cancelled', finished_at = $1, lease_owner = NULL, \
          lease_expires_at = NULL, cancelled_by = COALESCE(cancelled_by, lease_owner, 'worker') \
          WHERE seq = $2 AND state = 'running' AND lease_token = $3",
     )
-    .bind(now_ms())
+    .bind(now)
     .bind(job.seq)
     .bind(lease.token)
     .execute(&mut *tx)
     .await?;
+    webhooks::emit(&mut tx, &job, WebhookEventType::Cancelled, now).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -258,7 +265,8 @@ pub(super) async fn end_attempt(
     retryable: bool,
 ) -> Result<JobState> {
     let next = next_state(job, retryable);
-    let finished = next.is_terminal().then(now_ms);
+    let now = now_ms();
+    let finished = next.is_terminal().then_some(now);
     sqlx::query(
         "UPDATE jobs SET state = $1, error = $2, error_detail = $3, finished_at = $4, \
          lease_owner = NULL, lease_expires_at = NULL, progress_done = NULL, \
@@ -272,6 +280,12 @@ pub(super) async fn end_attempt(
     .bind(job.lease_token)
     .execute(&mut *tx)
     .await?;
+    let event = match next {
+        JobState::Queued => WebhookEventType::Retried,
+        JobState::Cancelled => WebhookEventType::Cancelled,
+        _ => WebhookEventType::Failed,
+    };
+    webhooks::emit(&mut *tx, job, event, now).await?;
     if next == JobState::Queued {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(JOBS_CHANNEL)

@@ -58,6 +58,7 @@ mod rows;
 mod server_lock;
 mod store_impl;
 mod wakeups;
+mod webhooks;
 
 pub use server_lock::{SERVER_LOCK_KEY, ServerLock, ServerLockMode};
 

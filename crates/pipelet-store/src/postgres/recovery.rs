@@ -9,8 +9,11 @@ use uuid::Uuid;
 use super::gauge::QueuedGauge;
 use super::jobs::end_attempt;
 use super::rows::{JOB_COLUMNS, job_from_row, text};
+use super::webhooks;
 use crate::dispatch::{LEASE_EXPIRED, SERVER_RESTARTED, log_stranded, stranded_error};
-use crate::{CancelOutcome, JobState, ReapOutcome, ReapedJob, Result, StoreError, now_ms};
+use crate::{
+    CancelOutcome, JobState, ReapOutcome, ReapedJob, Result, StoreError, WebhookEventType, now_ms,
+};
 
 /// Which running jobs lost their holder.
 #[derive(Debug, Clone, Copy)]
@@ -106,15 +109,17 @@ pub(super) async fn cancel(
         .ok_or(StoreError::NotFound)?;
     let outcome = match job.state {
         JobState::Queued => {
+            let now = now_ms();
             sqlx::query(
                 "UPDATE jobs SET state = 'cancelled', finished_at = $1, cancelled_by = $2 \
                  WHERE seq = $3 AND state = 'queued'",
             )
-            .bind(now_ms())
+            .bind(now)
             .bind(text(by))
             .bind(job.seq)
             .execute(&mut *tx)
             .await?;
+            webhooks::emit(&mut tx, &job, WebhookEventType::Cancelled, now).await?;
             CancelOutcome::Cancelled
         }
         JobState::Cancelled => CancelOutcome::AlreadyCancelled,

@@ -10,13 +10,14 @@ use uuid::Uuid;
 
 use super::recovery::{self, Stranded};
 use super::rows::{JOB_COLUMNS, job_from_row};
-use super::{PgStore, jobs, keys, retention};
+use super::{PgStore, jobs, keys, retention, webhooks};
 use crate::ReleasedBlobs;
 use crate::keys::{KeyRecord, NewKey};
 use crate::{
     CancelOutcome, ClaimRequest, CreateOutcome, FailOutcome, Failure, HeartbeatReply, Idempotency,
     JobCount, JobListQuery, JobPage, JobRecord, JobResult, JobState, Lease, LeaseRef, NewJob,
-    ProgressUpdate, ReapedJob, Result, Store, StoreError,
+    ProgressUpdate, ReapedJob, Result, Store, StoreError, WebhookAttempt, WebhookEvent,
+    WebhookEventRecord, WebhookSecrets,
 };
 
 #[async_trait]
@@ -217,5 +218,43 @@ impl Store for PgStore {
 
     async fn server_secret(&self, name: &str) -> Result<String> {
         keys::server_secret(&self.pool, name).await
+    }
+
+    async fn webhook_due(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        hold_ms: i64,
+    ) -> Result<Vec<WebhookEvent>> {
+        webhooks::due(&self.pool, now_ms, limit, hold_ms).await
+    }
+
+    async fn webhook_record_attempt(
+        &self,
+        event_id: &str,
+        attempt: WebhookAttempt,
+        _now_ms: i64,
+    ) -> Result<()> {
+        webhooks::record_attempt(&self.pool, event_id, &attempt).await
+    }
+
+    async fn webhook_events_of(&self, job_id: Uuid) -> Result<Vec<WebhookEventRecord>> {
+        webhooks::events_of(&self.pool, job_id).await
+    }
+
+    async fn webhook_pending(&self) -> Result<u64> {
+        webhooks::pending(&self.pool).await
+    }
+
+    async fn webhook_secrets(&self, owner_key_id: &str, now_ms: i64) -> Result<WebhookSecrets> {
+        webhooks::secrets(&self.pool, owner_key_id, now_ms).await
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        owner_key_id: &str,
+        now_ms: i64,
+    ) -> Result<WebhookSecrets> {
+        webhooks::rotate(&self.pool, owner_key_id, now_ms).await
     }
 }

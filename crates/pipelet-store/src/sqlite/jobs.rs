@@ -10,14 +10,14 @@ use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
 use super::rows::{JOB_COLUMNS, job_from_row, result_json};
-use super::{PendingCreate, begin, finish, lock_index};
+use super::{PendingCreate, begin, finish, lock_index, webhooks};
 use crate::dispatch::{
     Head, StrandedCause, next_state, pick_head, recorded_detail, stranded_error,
 };
 use crate::{
     CancelOutcome, ClaimRequest, CreateOutcome, FailOutcome, Failure, Idempotency, JobRecord,
     JobResult, JobState, Lease, LeaseRef, NewJob, QueueIndex, ReapOutcome, ReapedJob, Result,
-    StoreError, now_ms,
+    StoreError, WebhookEventType, now_ms,
 };
 
 pub(super) async fn load_index(conn: &mut SqliteConnection) -> Result<QueueIndex> {
@@ -248,6 +248,7 @@ pub(super) async fn claim(
         .fetch_one(&mut *conn)
         .await?;
         let job = job_from_row(&row)?;
+        webhooks::emit(conn, &job, WebhookEventType::Acquired, now).await?;
         Ok(Some((head, job, expires)))
     }
     .await;
@@ -314,19 +315,20 @@ pub(super) async fn complete(
 ) -> Result<()> {
     begin(conn).await?;
     let done = async {
-        leased_job(conn, lease).await?;
+        let job = leased_job(conn, lease).await?;
+        let now = now_ms();
         sqlx::query(
             "UPDATE jobs SET state = 'completed', finished_at = ?, result = ?, \
              lease_owner = NULL, lease_expires_at = NULL, progress_done = progress_total \
              WHERE id = ? AND lease_token = ?",
         )
-        .bind(now_ms())
+        .bind(now)
         .bind(result_json(result)?)
         .bind(lease.job_id.to_string())
         .bind(lease.token)
         .execute(&mut *conn)
         .await?;
-        Ok(())
+        webhooks::emit(conn, &job, WebhookEventType::Completed, now).await
     }
     .await;
     finish(conn, done).await
@@ -343,7 +345,8 @@ async fn end_attempt(
     retryable: bool,
 ) -> Result<JobState> {
     let next = next_state(job, retryable);
-    let finished = next.is_terminal().then(now_ms);
+    let now = now_ms();
+    let finished = next.is_terminal().then_some(now);
     sqlx::query(
         "UPDATE jobs SET state = ?, error = ?, error_detail = ?, finished_at = ?, \
          lease_owner = NULL, lease_expires_at = NULL, progress_done = NULL, \
@@ -356,6 +359,12 @@ async fn end_attempt(
     .bind(job.seq)
     .execute(&mut *conn)
     .await?;
+    let event = match next {
+        JobState::Queued => WebhookEventType::Retried,
+        JobState::Cancelled => WebhookEventType::Cancelled,
+        _ => WebhookEventType::Failed,
+    };
+    webhooks::emit(conn, job, event, now).await?;
     Ok(next)
 }
 
@@ -395,16 +404,17 @@ pub(super) async fn ack_cancelled(conn: &mut SqliteConnection, lease: &LeaseRef)
         if !job.cancel_requested {
             return Err(StoreError::InvalidState(JobState::Running));
         }
+        let now = now_ms();
         sqlx::query(
             "UPDATE jobs SET state = 'cancelled', finished_at = ?, lease_owner = NULL, \
              lease_expires_at = NULL, cancelled_by = COALESCE(cancelled_by, ?) WHERE seq = ?",
         )
-        .bind(now_ms())
+        .bind(now)
         .bind(job.lease_owner.as_deref().unwrap_or("worker"))
         .bind(job.seq)
         .execute(&mut *conn)
         .await?;
-        Ok(())
+        webhooks::emit(conn, &job, WebhookEventType::Cancelled, now).await
     }
     .await;
     finish(conn, done).await
@@ -482,17 +492,19 @@ pub(super) async fn cancel(
     begin(conn).await?;
     let outcome = async {
         let job = fetch_job(conn, id).await?.ok_or(StoreError::NotFound)?;
+        let now = now_ms();
         let outcome = match job.state {
             JobState::Queued => {
                 sqlx::query(
                     "UPDATE jobs SET state = 'cancelled', finished_at = ?, cancelled_by = ? \
                      WHERE seq = ?",
                 )
-                .bind(now_ms())
+                .bind(now)
                 .bind(by)
                 .bind(job.seq)
                 .execute(&mut *conn)
                 .await?;
+                webhooks::emit(conn, &job, WebhookEventType::Cancelled, now).await?;
                 CancelOutcome::Cancelled
             }
             JobState::Cancelled => CancelOutcome::AlreadyCancelled,

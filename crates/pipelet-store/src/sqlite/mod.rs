@@ -15,6 +15,7 @@ mod live;
 mod retention;
 mod rows;
 mod store_impl;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -8,14 +8,15 @@ use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use super::rows::{JOB_COLUMNS, job_from_row};
-use super::{SqliteStore, jobs, keys, retention};
+use super::{SqliteStore, jobs, keys, retention, webhooks};
 use crate::ReleasedBlobs;
 use crate::dispatch::{LEASE_EXPIRED, SERVER_RESTARTED};
 use crate::keys::{KeyRecord, NewKey};
 use crate::{
     CancelOutcome, ClaimRequest, CreateOutcome, FailOutcome, Failure, HeartbeatReply, Idempotency,
     JobCount, JobListQuery, JobPage, JobRecord, JobResult, JobState, Lease, LeaseRef, NewJob,
-    ProgressUpdate, ReapedJob, Result, Store, StoreError,
+    ProgressUpdate, ReapedJob, Result, Store, StoreError, WebhookAttempt, WebhookEvent,
+    WebhookEventRecord, WebhookSecrets,
 };
 
 #[async_trait]
@@ -316,5 +317,49 @@ impl Store for SqliteStore {
     async fn server_secret(&self, name: &str) -> Result<String> {
         let mut conn = self.writer.lock().await;
         keys::server_secret(&mut conn, name).await
+    }
+
+    async fn webhook_due(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        hold_ms: i64,
+    ) -> Result<Vec<WebhookEvent>> {
+        let mut conn = self.writer.lock().await;
+        webhooks::due(&mut conn, now_ms, limit, hold_ms).await
+    }
+
+    async fn webhook_record_attempt(
+        &self,
+        event_id: &str,
+        attempt: WebhookAttempt,
+        _now_ms: i64,
+    ) -> Result<()> {
+        let mut conn = self.writer.lock().await;
+        webhooks::record_attempt(&mut conn, event_id, &attempt).await
+    }
+
+    async fn webhook_events_of(&self, job_id: Uuid) -> Result<Vec<WebhookEventRecord>> {
+        let mut conn = self.read.acquire().await?;
+        webhooks::events_of(&mut conn, job_id).await
+    }
+
+    async fn webhook_pending(&self) -> Result<u64> {
+        let mut conn = self.read.acquire().await?;
+        webhooks::pending(&mut conn).await
+    }
+
+    async fn webhook_secrets(&self, owner_key_id: &str, now_ms: i64) -> Result<WebhookSecrets> {
+        let mut conn = self.writer.lock().await;
+        webhooks::secrets(&mut conn, owner_key_id, now_ms).await
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        owner_key_id: &str,
+        now_ms: i64,
+    ) -> Result<WebhookSecrets> {
+        let mut conn = self.writer.lock().await;
+        webhooks::rotate(&mut conn, owner_key_id, now_ms).await
     }
 }
