@@ -39,6 +39,10 @@ cargo test --workspace --locked
 
 ./scripts/browser-test.sh
 
+# The real Python fal-client (cached virtualenv) through nginx with TLS: submit with
+# webhook_url (`?fal_webhook=`), status, result and the signed webhooks.
+PIPELET_BIN=target/debug/pipelet ./scripts/fal-client-test.sh
+
 # The deployment files (deploy/, Dockerfile): nginx in front of the binary just built,
 # the systemd units, the compose and Kubernetes schemas; the image only where a Docker
 # engine answers.

@@ -65,8 +65,11 @@ impl Client {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header(HOST, &self.host)
-            .header(AUTHORIZATION, &self.auth);
+            .header(HOST, &self.host);
+        // An empty key: no Authorization header (e.g. a signed link).
+        if self.auth != "Bearer " {
+            request = request.header(AUTHORIZATION, &self.auth);
+        }
         if body.is_some() {
             request = request.header(CONTENT_TYPE, "application/json");
         }

@@ -27,7 +27,11 @@
 //! 5. **eta** ([`eta`], opt-in: `--eta`, or `--only eta` alone): the queue-time estimate
 //!    `estimated_start_seconds` against the real start times, on 200 requests
 //!    (`--eta-jobs`) with two workers played through the worker API.
-//! 6. **preview render**: 81 frames at 832x480 and 1280x720, t2v and i2v, in process
+//! 6. **webhooks** ([`webhooks`], opt-in: `--webhooks`, or `--only webhooks` alone):
+//!    completion → `completed` webhook latency and deliveries/s over 1,000 jobs
+//!    (`--webhook-jobs`) to a local receiver, and a 20 MB result downloaded through its
+//!    signed link as a ratio to reading the blob file directly.
+//! 7. **preview render**: 81 frames at 832x480 and 1280x720, t2v and i2v, in process
 //!    through `pipelet_runner::preview::PreviewRunner`, wall and process CPU time
 //!    (target: 832x480 in under 2 s of one core).
 //!
@@ -40,6 +44,7 @@ mod load;
 mod render;
 mod server;
 mod stats;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -122,6 +127,16 @@ struct Args {
     /// Measured requests of the eta phase.
     #[arg(long, default_value_t = 200)]
     eta_jobs: usize,
+    /// Also run the webhooks phase: completion → webhook latency, deliveries/s, and a
+    /// 20 MB result via its signed link vs the blob file.
+    #[arg(long)]
+    webhooks: bool,
+    /// Jobs completed with a webhook in the webhooks phase.
+    #[arg(long, default_value_t = 1000)]
+    webhook_jobs: usize,
+    /// Sequential downloads of the 20 MB result (and reads of its blob) in the webhooks phase.
+    #[arg(long, default_value_t = 20)]
+    downloads: usize,
     /// Keep the temporary directory (data dirs, server and worker logs) and print its
     /// path, to inspect a run afterwards.
     #[arg(long)]
@@ -151,6 +166,7 @@ enum Only {
     Dispatch,
     Engines,
     Eta,
+    Webhooks,
 }
 
 fn main() -> std::process::ExitCode {
@@ -169,6 +185,7 @@ struct Results {
     dispatch: Option<Vec<ModeReport>>,
     engines: Option<engines::Report>,
     eta: Option<eta::Report>,
+    webhooks: Option<webhooks::Report>,
     renders: Vec<RenderCase>,
 }
 
@@ -202,10 +219,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         only: match args.only {
             Some(Only::Status) => Some(load::Endpoint::Status),
             Some(Only::Health) => Some(load::Endpoint::Health),
-            Some(Only::Dispatch | Only::Engines | Only::Eta) | None => None,
+            Some(Only::Dispatch | Only::Engines | Only::Eta | Only::Webhooks) | None => None,
         },
     };
-    let only_other = matches!(args.only, Some(Only::Dispatch | Only::Engines | Only::Eta));
+    let only_other = matches!(
+        args.only,
+        Some(Only::Dispatch | Only::Engines | Only::Eta | Only::Webhooks)
+    );
     let run_http = !args.no_server && !only_other;
     let run_dispatch =
         !args.no_server && !args.no_dispatch && matches!(args.only, None | Some(Only::Dispatch));
@@ -213,6 +233,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         && (args.only == Some(Only::Engines) || (args.engines && args.only.is_none()));
     let run_eta =
         !args.no_server && (args.only == Some(Only::Eta) || (args.eta && args.only.is_none()));
+    let run_webhooks = !args.no_server
+        && (args.only == Some(Only::Webhooks) || (args.webhooks && args.only.is_none()));
+    if args.only == Some(Only::Webhooks) && args.no_server {
+        bail!("--only webhooks needs the server (drop --no-server)");
+    }
+    if run_webhooks && (args.webhook_jobs == 0 || args.downloads == 0) {
+        bail!("--webhook-jobs and --downloads must be at least 1");
+    }
     if args.only == Some(Only::Eta) && args.no_server {
         bail!("--only eta needs the server (drop --no-server)");
     }
@@ -237,7 +265,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let mut server_bin = None;
     let mut build_time = Duration::ZERO;
-    if run_http || run_dispatch || run_engines || run_eta {
+    if run_http || run_dispatch || run_engines || run_eta || run_webhooks {
         let building = Instant::now();
         server_bin = Some(server::find_or_build(
             args.server_bin.as_deref(),
@@ -294,6 +322,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
 
+    let webhooks = match &server_bin {
+        Some(bin) if run_webhooks => {
+            let plan = webhooks::Plan {
+                jobs: args.webhook_jobs,
+                downloads: args.downloads,
+                rust_log: args.server_log.clone(),
+            };
+            Some(webhooks::run(bin, tmp.path(), &plan)?)
+        }
+        _ => None,
+    };
+
     let renders = if !run_render {
         Vec::new()
     } else {
@@ -314,6 +354,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         dispatch,
         engines,
         eta,
+        webhooks,
         renders,
     };
     print_report(
@@ -534,6 +575,9 @@ fn print_report(
     if let Some(report) = &results.eta {
         print_eta(report, &mut summary);
     }
+    if let Some(report) = &results.webhooks {
+        print_webhooks(report, &mut summary);
+    }
     if !renders.is_empty() {
         println!();
         println!(
@@ -591,6 +635,51 @@ fn spread_json(s: Spread) -> serde_json::Value {
         "p90": round(s.p90, 3),
         "max": round(s.max, 3),
     })
+}
+
+fn print_webhooks(report: &webhooks::Report, summary: &mut serde_json::Value) {
+    let l = &report.latency;
+    println!();
+    println!(
+        "webhooks: {} jobs completed by {} fake workers, webhooks to a local receiver",
+        report.jobs,
+        webhooks::WORKERS
+    );
+    println!(
+        "  complete → `completed` webhook   p50 {:>8.2} ms   p99 {:>8.2} ms   max {:>8.2} ms",
+        l.p50_ms, l.p99_ms, l.max_ms
+    );
+    println!(
+        "  deliveries                       {} events in {:.2} s = {:.0} /s",
+        report.events,
+        report.delivery_wall.as_secs_f64(),
+        report.deliveries_per_s()
+    );
+    println!(
+        "download: {} MB result x {} sequential",
+        webhooks::DOWNLOAD_BYTES / (1024 * 1024),
+        report.downloads
+    );
+    println!(
+        "  via video.url (signed link)      {:>9.1} MB/s",
+        report.link_mb_s
+    );
+    println!(
+        "  blob file read directly          {:>9.1} MB/s",
+        report.direct_mb_s
+    );
+    println!("  ratio link / direct              {:>9.3}", report.ratio());
+    summary["webhooks"] = json!({
+        "jobs": report.jobs,
+        "p50_ms": round(l.p50_ms, 2),
+        "p99_ms": round(l.p99_ms, 2),
+        "max_ms": round(l.max_ms, 2),
+        "events": report.events,
+        "deliveries_per_s": round(report.deliveries_per_s(), 1),
+        "download_link_mb_s": round(report.link_mb_s, 1),
+        "download_direct_mb_s": round(report.direct_mb_s, 1),
+        "download_ratio": round(report.ratio(), 3),
+    });
 }
 
 fn print_eta(report: &eta::Report, summary: &mut serde_json::Value) {

@@ -216,6 +216,28 @@ impl Server {
         json_logs: bool,
         database_url: Option<&str>,
     ) -> anyhow::Result<Server> {
+        Self::start_extra(
+            binary,
+            data_dir,
+            rust_log,
+            workers,
+            json_logs,
+            database_url,
+            &[],
+        )
+    }
+
+    /// [`Server::start_with`] plus `extra` arguments after `serve`'s own (e.g.
+    /// `--webhook-allow-private`).
+    pub fn start_extra(
+        binary: &Path,
+        data_dir: &Path,
+        rust_log: Option<&str>,
+        workers: u32,
+        json_logs: bool,
+        database_url: Option<&str>,
+        extra: &[&str],
+    ) -> anyhow::Result<Server> {
         let log = data_dir.with_file_name("server.log");
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
@@ -231,6 +253,7 @@ impl Server {
             .arg(data_dir)
             .arg("--workers")
             .arg(workers.to_string())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file);
