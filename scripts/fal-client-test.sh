@@ -10,6 +10,8 @@
 # pipelet's `POST /queue/wan22-fast-t2v` with no rewrite; the handle follows the
 # `status_url`/`response_url` pipelet returns (built from nginx's Host and
 # X-Forwarded-Proto). This is what an operator does to use fal-client with pipelet.
+# The same test then runs a second time with no proxy at all: pipelet serving https
+# itself with the same certificate (`--tls-cert`/`--tls-key`).
 #
 # Installs what is missing: nginx-light and openssl (apt-get), and fal-client into a
 # virtualenv cached outside the repo, ${XDG_CACHE_HOME:-~/.cache}/pipelet/fal-client-venv-<hash>.
@@ -120,25 +122,45 @@ pids+=($!)
 nginx -p "$work/nginx" -c "$work/nginx.conf" -g 'daemon off;' >"$work/nginx.log" 2>&1 &
 pids+=($!)
 
-ready=
-for _ in $(seq 300); do
-    [ -s "$work/data/admin.key" ] \
-        && curl -sf -o /dev/null --cacert "$work/cert.pem" "https://127.0.0.1:$tls_port/ready" \
-        && { ready=1; break; }
-    sleep 0.1
-done
-if [ -z "$ready" ]; then
-    echo "error: pipelet is not ready through nginx (https://127.0.0.1:$tls_port):" >&2
-    cat "$work/serve.log" "$work/nginx.log" "$work/nginx-error.log" >&2 2>/dev/null || true
+# Waits until `https://127.0.0.1:<port>/ready` answers with the test's certificate
+# and the server has saved its admin key in <data dir>; else shows the logs and fails.
+wait_ready() {
+    local port="$1" data="$2" what="$3"
+    for _ in $(seq 300); do
+        [ -s "$data/admin.key" ] \
+            && curl -sf -o /dev/null --cacert "$work/cert.pem" "https://127.0.0.1:$port/ready" \
+            && return 0
+        sleep 0.1
+    done
+    echo "error: pipelet is not ready $what (https://127.0.0.1:$port):" >&2
+    cat "$work"/*.log >&2 2>/dev/null || true
     exit 1
-fi
+}
 
+# The Python test against https://127.0.0.1:<port>, with the admin key of <data dir>.
+run_test() {
+    local port="$1" data="$2" log="$3"
+    if ! PIPELET_ADMIN_KEY="$(cat "$data/admin.key")" \
+        FAL_QUEUE_RUN_HOST="127.0.0.1:$port/queue" \
+        SSL_CERT_FILE="$work/cert.pem" \
+        timeout 120 "$venv/bin/python" tests/fal_client/test_fal_client.py; then
+        echo "--- pipelet log" >&2; tail -50 "$log" >&2
+        echo "--- nginx error log" >&2; tail -20 "$work/nginx-error.log" >&2 2>/dev/null || true
+        exit 1
+    fi
+}
+
+wait_ready "$tls_port" "$work/data" "through nginx"
 echo "==> fal-client test (fal-client $(grep -o '[0-9.]*$' "$requirements"), nginx TLS on :$tls_port → pipelet on :$pipelet_port)"
-if ! PIPELET_ADMIN_KEY="$(cat "$work/data/admin.key")" \
-    FAL_QUEUE_RUN_HOST="127.0.0.1:$tls_port/queue" \
-    SSL_CERT_FILE="$work/cert.pem" \
-    timeout 120 "$venv/bin/python" tests/fal_client/test_fal_client.py; then
-    echo "--- pipelet log" >&2; tail -50 "$work/serve.log" >&2
-    echo "--- nginx error log" >&2; tail -20 "$work/nginx-error.log" >&2 2>/dev/null || true
-    exit 1
-fi
+run_test "$tls_port" "$work/data" "$work/serve.log"
+
+# No proxy: pipelet serves https itself (HTTP/2 or HTTP/1.1 by ALPN; fal-client's
+# httpx speaks HTTP/1.1), and builds its links with https:// from that alone.
+direct_port="$(free_port)"
+"$PIPELET_BIN" serve --webhook-allow-private --listen "127.0.0.1:$direct_port" \
+    --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" \
+    --data-dir "$work/data-tls" >"$work/serve-tls.log" 2>&1 &
+pids+=($!)
+wait_ready "$direct_port" "$work/data-tls" "with --tls-cert"
+echo "==> fal-client test (fal-client $(grep -o '[0-9.]*$' "$requirements"), pipelet's own TLS on :$direct_port, no proxy)"
+run_test "$direct_port" "$work/data-tls" "$work/serve-tls.log"

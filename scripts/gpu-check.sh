@@ -69,11 +69,11 @@ if [ "$DRY" = 0 ]; then
         started=$SECONDS
         # Building the test binary gets at most a quarter of what is left: the full-size
         # figures matter more (build it beforehand to be sure this part runs).
-        if ! timeout $(( $(left) / 4 )) cargo test -q -p pipelet --test wan --no-run > "$WORK/e2e.log" 2>&1; then
-            E2E="skipped: building the test binary took over $(( SECONDS - started )) s (run \`cargo test -p pipelet --test wan --no-run\` first)"
+        if ! timeout $(( $(left) / 4 )) cargo test -q -p pipelet --test it --no-run > "$WORK/e2e.log" 2>&1; then
+            E2E="skipped: building the test binary took over $(( SECONDS - started )) s (run \`cargo test -p pipelet --test it --no-run\` first)"
         elif PIPELET_WAN_TEST_DEVICE=cuda timeout 240 \
-            cargo test -q -p pipelet --test wan -- --include-ignored --test-threads=1 \
-            t2v_and_i2v_videos_from_the_wan_runner >> "$WORK/e2e.log" 2>&1; then
+            cargo test -q -p pipelet --test it -- --include-ignored --test-threads=1 \
+            wan::t2v_and_i2v_videos_from_the_wan_runner >> "$WORK/e2e.log" 2>&1; then
             E2E="passed in $((SECONDS - started)) s (t2v 512x512 and i2v 640x480, 17 frames, on CUDA)"
         else
             E2E="FAILED after $((SECONDS - started)) s (last lines below)"

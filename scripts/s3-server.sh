@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # moto's S3 server, for the tests that run pipelet against S3 (crates/pipelet/tests/
-# shared_engines.rs). It is installed from PyPI (scripts/moto-requirements.txt, pinned)
+# it/shared_engines.rs). It is installed from PyPI (scripts/moto-requirements.txt, pinned)
 # into a virtualenv cached outside the repo, keyed by a hash of the requirements and the
 # Python version: ${XDG_CACHE_HOME:-~/.cache}/pipelet/moto-venv-<hash>.
 #

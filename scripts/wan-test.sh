@@ -45,13 +45,14 @@ grep -q '^| fp8 weights, fp32 compute | 48x32x5 | whole |' "$CACHE/gpu-check-dry
     echo "gpu-check --dry-run made no table:" >&2; cat "$CACHE/gpu-check-dry-run.md" >&2; exit 1; }
 echo "    $((SECONDS - started)) s"
 
-echo "==> wan runner supervision (cargo test -p pipelet-runner --test wan_supervision)"
+echo "==> wan runner supervision (cargo test -p pipelet-runner --test it wan_supervision)"
 started=$SECONDS
-cargo test -p pipelet-runner --test wan_supervision
+cargo test -p pipelet-runner --test it wan_supervision
 echo "    $((SECONDS - started)) s"
 
-echo "==> end to end: pipelet serve + pipelet worker --runner wan (cargo test -p pipelet --test wan)"
+echo "==> end to end: pipelet serve + pipelet worker --runner wan (cargo test -p pipelet --test it wan::)"
 started=$SECONDS
-# One at a time: each test runs a server, a worker and a PyTorch process.
-cargo test -p pipelet --test wan -- --include-ignored --test-threads=1 "$@"
+# One at a time: each test runs a server, a worker and a PyTorch process. Only the wan
+# tests (module `wan` of the one test binary), or the ones named on the command line.
+cargo test -p pipelet --test it -- --include-ignored --test-threads=1 "${@:-wan::}"
 echo "    $((SECONDS - started)) s"

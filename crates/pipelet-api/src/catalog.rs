@@ -15,13 +15,17 @@ pub use info::{MaxDuration, ModelDefaults, ModelInfo, Size};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Pipeline {
+    /// Text-to-video: the prompt alone decides the video.
     T2v,
+    /// Image-to-video: the video starts from the request's input image.
     I2v,
 }
 
 impl Pipeline {
+    /// Both pipelines, in the order listings and metrics use.
     pub const ALL: [Pipeline; 2] = [Pipeline::T2v, Pipeline::I2v];
 
+    /// The wire and CLI spelling (`"t2v"`, `"i2v"`), as serde writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Pipeline::T2v => "t2v",
@@ -29,6 +33,7 @@ impl Pipeline {
         }
     }
 
+    /// The pipeline spelled `s` (exactly `"t2v"` or `"i2v"`); `None` for anything else.
     pub fn parse(s: &str) -> Option<Pipeline> {
         match s {
             "t2v" => Some(Pipeline::T2v),
@@ -93,7 +98,9 @@ pub fn allowed_i2v_heights() -> &'static [u32] {
 /// Output class that decides the longest allowed duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResolutionClass {
+    /// Shorter side (t2v) or height (i2v) below 720: up to [`MAX_DURATION_480_S`].
     P480,
+    /// Shorter side (t2v) or height (i2v) of 720 or more: up to [`MAX_DURATION_720_S`].
     P720,
 }
 
@@ -107,6 +114,7 @@ impl ResolutionClass {
         }
     }
 
+    /// Longest allowed `duration` for this class, in seconds.
     pub fn max_duration_s(self) -> u32 {
         match self {
             ResolutionClass::P480 => MAX_DURATION_480_S,
@@ -114,6 +122,7 @@ impl ResolutionClass {
         }
     }
 
+    /// The class as error messages name it (`"480p"`, `"720p"`).
     pub fn label(self) -> &'static str {
         match self {
             ResolutionClass::P480 => "480p",
@@ -126,18 +135,23 @@ impl ResolutionClass {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)] // an operator's typo ("prority") must not pass silently
 pub struct ModelSpec {
+    /// The `model_id` clients put in `POST /queue/{model_id}`; unique in the catalog.
     pub id: String,
+    /// Which set of weights (and so which workers) serves this model.
     pub pipeline: Pipeline,
     /// Tier priority, added to the request's own priority; higher is dispatched sooner.
     #[serde(default)]
     pub priority: i64,
+    /// Denoising steps of a normal request (at least 1; default [`DEFAULT_STEPS`]).
     #[serde(default = "default_steps")]
     pub steps: u32,
     /// Steps for `higher_quality_with_more_steps: true`.
     #[serde(default = "default_hq_steps")]
     pub hq_steps: u32,
+    /// Short human-readable name shown by `/models`; may be empty.
     #[serde(default)]
     pub title: String,
+    /// One or two sentences for `/models`; may be empty.
     #[serde(default)]
     pub description: String,
 }
@@ -167,24 +181,35 @@ impl ModelSpec {
 /// A catalog that cannot be used, with the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    /// The file is not JSON, or not the `{"models": [...]}` shape.
     #[error("catalog is not valid JSON for a model list: {0}")]
     Json(#[from] serde_json::Error),
+    /// `models` is empty: the server would accept nothing.
     #[error("catalog has no models")]
     Empty,
+    /// Two entries share this id, so lookups would be ambiguous.
     #[error("catalog lists model id {0:?} more than once")]
     DuplicateId(String),
+    /// The id is not 1 to 64 of `[a-z0-9._-]` starting with `[a-z0-9]` (it goes in URLs).
     #[error(
         "catalog model id {0:?} is invalid: use 1 to 64 of [a-z0-9._-], starting with [a-z0-9]"
     )]
     BadId(String),
+    /// A step count is 0.
     #[error("catalog model {id:?}: {field} must be at least 1")]
-    BadSteps { id: String, field: &'static str },
+    BadSteps {
+        /// The model whose entry is wrong.
+        id: String,
+        /// `"steps"` or `"hq_steps"`.
+        field: &'static str,
+    },
 }
 
 /// The set of models the server accepts requests for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
+    /// The models, in the order `/models` lists them; ids are unique once validated.
     pub models: Vec<ModelSpec>,
 }
 
@@ -232,6 +257,7 @@ impl Default for Catalog {
 }
 
 impl Catalog {
+    /// The model with this exact id, if the catalog has one.
     pub fn get(&self, id: &str) -> Option<&ModelSpec> {
         self.models.iter().find(|m| m.id == id)
     }

@@ -16,6 +16,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use image::{ImageDecoder as _, ImageFormat, ImageReader, metadata::Orientation};
 use serde::{Deserialize, Serialize};
 
+use crate::error_codes::ErrorCode;
 use crate::spec::{InputError, Limits};
 
 const FIELD: &str = "data_uri";
@@ -29,6 +30,7 @@ pub struct InputImageInfo {
     /// Size as displayed, after the EXIF orientation (a phone's portrait photo stored
     /// sideways reports portrait); runners should apply the orientation when decoding.
     pub width: u32,
+    /// Height in pixels as displayed (after the EXIF orientation, like `width`).
     pub height: u32,
     /// File size in bytes.
     pub bytes: u64,
@@ -64,7 +66,8 @@ pub fn decode_data_uri(s: &str, limits: &Limits) -> Result<Vec<u8>, InputError> 
             FIELD,
             "data_uri must be base64, not a URL: pipelet does not fetch remote images. Send \
              the image file itself as base64 (plain, or as data:image/jpeg;base64,...)",
-        ));
+        )
+        .with_code(ErrorCode::RemoteImageUrl));
     }
     let is_data_url = trimmed
         .as_bytes()
@@ -75,7 +78,8 @@ pub fn decode_data_uri(s: &str, limits: &Limits) -> Result<Vec<u8>, InputError> 
             return Err(InputError::field(
                 FIELD,
                 "data_uri starts with \"data:\" but has no comma; use data:image/png;base64,<base64>",
-            ));
+            )
+            .with_code(ErrorCode::InvalidImage));
         };
         let header: String = header
             .chars()
@@ -88,7 +92,8 @@ pub fn decode_data_uri(s: &str, limits: &Limits) -> Result<Vec<u8>, InputError> 
                     "data_uri header {header:?} is not base64; use data:image/png;base64,<base64> \
                      or plain base64"
                 ),
-            ));
+            )
+            .with_code(ErrorCode::InvalidImage));
         }
         data
     } else {
@@ -99,10 +104,10 @@ pub fn decode_data_uri(s: &str, limits: &Limits) -> Result<Vec<u8>, InputError> 
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
     if compact.is_empty() {
-        return Err(InputError::field(
-            FIELD,
-            "data_uri is empty; send the image as base64",
-        ));
+        return Err(
+            InputError::field(FIELD, "data_uri is empty; send the image as base64")
+                .with_code(ErrorCode::InvalidImage),
+        );
     }
     // Refuse oversize input by its encoded length, before spending memory on decoding.
     let max_encoded = limits.max_image_bytes.div_ceil(3).saturating_mul(4) + 4;
@@ -122,6 +127,7 @@ pub fn decode_data_uri(s: &str, limits: &Limits) -> Result<Vec<u8>, InputError> 
                     "data_uri is not valid base64 ({e}); encode the file with `base64 -i image.jpg`"
                 ),
             )
+            .with_code(ErrorCode::InvalidImage)
         })?;
     if bytes.len() > limits.max_image_bytes {
         return Err(too_large(bytes.len(), limits));
@@ -153,6 +159,7 @@ fn too_large(got: usize, limits: &Limits) -> InputError {
             limits.max_image_bytes
         ),
     )
+    .with_code(ErrorCode::ImageTooLarge)
 }
 
 /// The image format from the file's magic bytes; only the three we accept.
@@ -204,6 +211,7 @@ fn corrupt(format: ImageFormat, why: impl std::fmt::Display) -> InputError {
             format_name(format)
         ),
     )
+    .with_code(ErrorCode::InvalidImage)
 }
 
 /// Whether the file's container runs to its end marker (see [`complete`]).
@@ -231,7 +239,7 @@ pub fn probe_image(bytes: &[u8], limits: &Limits) -> Result<InputImageInfo, Inpu
                      signatures); send the base64 of the image file itself"
                 .to_owned(),
         };
-        return Err(InputError::field(FIELD, detail));
+        return Err(InputError::field(FIELD, detail).with_code(ErrorCode::UnsupportedImageFormat));
     };
     let (w, h) = ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
@@ -241,7 +249,8 @@ pub fn probe_image(bytes: &[u8], limits: &Limits) -> Result<InputImageInfo, Inpu
         return Err(InputError::field(
             FIELD,
             format!("data_uri image is {w}x{h}; each side may be at most {max_side} pixels"),
-        ));
+        )
+        .with_code(ErrorCode::ImageTooLarge));
     }
     let pixels = u64::from(w) * u64::from(h);
     if pixels > limits.max_image_pixels {
@@ -251,7 +260,8 @@ pub fn probe_image(bytes: &[u8], limits: &Limits) -> Result<InputImageInfo, Inpu
                 "data_uri image is {w}x{h} ({pixels} pixels); at most {} pixels are allowed",
                 limits.max_image_pixels
             ),
-        ));
+        )
+        .with_code(ErrorCode::ImageTooLarge));
     }
     if w == 0 || h == 0 {
         return Err(corrupt(format, format!("it claims a size of {w}x{h}")));
@@ -270,7 +280,8 @@ pub fn probe_image(bytes: &[u8], limits: &Limits) -> Result<InputImageInfo, Inpu
         image::ImageError::Limits(e) => InputError::field(
             FIELD,
             format!("data_uri image would need too much memory to decode ({e})"),
-        ),
+        )
+        .with_code(ErrorCode::ImageTooLarge),
         e => corrupt(format, e),
     };
     let mut decoder = reader.into_decoder().map_err(undecodable)?;
@@ -278,7 +289,8 @@ pub fn probe_image(bytes: &[u8], limits: &Limits) -> Result<InputImageInfo, Inpu
         return Err(InputError::field(
             FIELD,
             format!("data_uri image is {w}x{h} but would need too much memory to decode"),
-        ));
+        )
+        .with_code(ErrorCode::ImageTooLarge));
     }
     // A broken EXIF block only loses the rotation; the pixels are what must be real.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);

@@ -5,6 +5,8 @@
 //! and every rule is unit-tested without a server.
 
 pub mod catalog;
+pub mod clock;
+pub mod error_codes;
 pub mod image_input;
 pub mod plural;
 pub mod spec;
@@ -15,6 +17,7 @@ pub mod worker_protocol;
 mod test_images;
 
 pub use catalog::{Catalog, CatalogError, ModelInfo, ModelSpec, Pipeline};
+pub use error_codes::ErrorCode;
 pub use image_input::InputImageInfo;
 pub use plural::plural;
 pub use spec::{InputError, JobSpec, Limits, ValidatedCreate, validate_create};

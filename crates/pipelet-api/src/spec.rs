@@ -14,34 +14,53 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::catalog::{DEFAULT_DURATION_S, FPS, ModelSpec, Pipeline, ResolutionClass};
+use crate::error_codes::ErrorCode;
 use crate::image_input;
 pub use crate::image_input::InputImageInfo;
 pub use limits::*;
 pub use size::{i2v_output_size, t2v_size};
 
-/// A create body that cannot be accepted (HTTP 422). `detail` is written for a person.
+/// A create body that cannot be accepted (HTTP 422). `detail` is written for a person,
+/// `code` for programs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{detail}")]
 pub struct InputError {
+    /// What kind of failure this is (a 422 code of [`ErrorCode`]).
+    #[serde(default = "invalid_input")]
+    pub code: ErrorCode,
     /// The body field at fault, when there is one.
     pub field: Option<String>,
+    /// What is wrong and how to fix it, written for a person; may be reworded any time.
     pub detail: String,
 }
 
+fn invalid_input() -> ErrorCode {
+    ErrorCode::InvalidInput
+}
+
 impl InputError {
+    /// A field whose value is not allowed (`invalid_field`; see [`InputError::with_code`]).
     pub fn field(field: &str, detail: impl Into<String>) -> Self {
         InputError {
+            code: ErrorCode::InvalidField,
             field: Some(field.to_owned()),
             detail: detail.into(),
         }
     }
 
-    /// An error about the body as a whole.
+    /// An error about the body as a whole (`invalid_input`).
     pub fn body(detail: impl Into<String>) -> Self {
         InputError {
+            code: ErrorCode::InvalidInput,
             field: None,
             detail: detail.into(),
         }
+    }
+
+    /// The same error with a more specific code.
+    pub fn with_code(mut self, code: ErrorCode) -> Self {
+        self.code = code;
+        self
     }
 }
 
@@ -49,21 +68,30 @@ impl InputError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSpec {
+    /// What the video should show (non-empty, within the server's length limit).
     pub prompt: String,
+    /// What the video should avoid; `null` uses the model's own default.
     #[serde(default)]
     pub negative_prompt: Option<String>,
-    /// Output size in pixels (multiples of 16).
+    /// Output width in pixels (a multiple of 16).
     pub width: u32,
+    /// Output height in pixels (a multiple of 16).
     pub height: u32,
+    /// Video length in seconds.
     pub duration_s: u32,
     /// `16 * duration_s + 1` (Wan's 4n+1 rule).
     pub num_frames: u32,
+    /// Output frame rate (frames per second).
     pub fps: u32,
+    /// Denoising steps, from the model's tier (`hq_steps` when `higher_quality`).
     pub steps: u32,
+    /// The body's `higher_quality_with_more_steps`.
     #[serde(default)]
     pub higher_quality: bool,
+    /// Random seed; `null` lets the worker derive one from the job id.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// i2v: the image's shorter side, not its height, was set to the target height.
     #[serde(default)]
     pub use_best_resolution: bool,
     /// The input image (i2v); its bytes live in the blob store, not here.
@@ -74,10 +102,34 @@ pub struct JobSpec {
     pub requested_priority: i64,
 }
 
+impl JobSpec {
+    /// A small valid text-to-video spec (480x272, one second, 4 steps) with `prompt`:
+    /// for tests and tools that need a job without a create body.
+    pub fn sample(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            negative_prompt: None,
+            width: 480,
+            height: 272,
+            duration_s: 1,
+            num_frames: 17,
+            fps: 16,
+            steps: 4,
+            higher_quality: false,
+            seed: None,
+            use_best_resolution: false,
+            image: None,
+            requested_priority: 0,
+        }
+    }
+}
+
 /// A valid create body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatedCreate {
+    /// What gets stored with the job.
     pub spec: JobSpec,
+
     /// The decoded input image file (i2v), for the blob store.
     pub image: Option<Vec<u8>>,
 }
@@ -104,7 +156,8 @@ pub fn validate_create(
             return Err(InputError::field(
                 "prompt",
                 "prompt is required: a non-empty string describing the video",
-            ));
+            )
+            .with_code(ErrorCode::MissingField));
         }
     };
     let negative_prompt = fields::opt_string(obj, "negative_prompt", limits.max_prompt_chars)?;
@@ -231,7 +284,8 @@ fn duration(obj: &Map<String, Value>, target: &Target) -> Result<u32, InputError
                 "duration {d} s is too long for {} output ({size_text}): at most {max} s{hint}",
                 class.label()
             ),
-        ));
+        )
+        .with_code(ErrorCode::DurationTooLong));
     }
     Ok(u32::try_from(d).unwrap_or(max)) // 1..=max always fits
 }
@@ -247,12 +301,14 @@ fn image_field(obj: &Map<String, Value>) -> Result<&str, InputError> {
             "image_url",
             "image_url must be a data: URI; pipelet does not fetch remote images. \
              Send the image itself as data_uri (base64 of a JPEG, PNG or WebP file)",
-        )),
+        )
+        .with_code(ErrorCode::RemoteImageUrl)),
         None => Err(InputError::field(
             "data_uri",
             "data_uri is required for image-to-video models: the base64 of a JPEG, PNG or \
              WebP file (plain, or as data:image/...;base64,...)",
-        )),
+        )
+        .with_code(ErrorCode::MissingField)),
     }
 }
 
@@ -273,7 +329,8 @@ fn no_image_for_t2v(model: &ModelSpec, obj: &Map<String, Value>) -> Result<(), I
              (GET /models lists each model's pipeline)",
             model.id
         ),
-    ))
+    )
+    .with_code(ErrorCode::ImageNotAccepted))
 }
 
 /// Refuses images too elongated for the model to animate sensibly.
@@ -288,7 +345,8 @@ fn check_aspect(info: &InputImageInfo, limits: &Limits) -> Result<(), InputError
                  supported, so crop the image first",
                 info.width, info.height, limits.max_aspect_ratio
             ),
-        ));
+        )
+        .with_code(ErrorCode::InvalidAspectRatio));
     }
     Ok(())
 }

@@ -258,3 +258,52 @@ fn input_error_displays_its_detail() {
     let e = InputError::field("width", "width is wrong");
     assert_eq!(e.to_string(), "width is wrong");
 }
+
+/// Each kind of failure has its own stable code.
+#[test]
+fn each_failure_has_its_code() {
+    use crate::ErrorCode as C;
+    let code = |m: &ModelSpec, body: Value| {
+        validate_create(m, &body, &Limits::default())
+            .map(|_| ())
+            .unwrap_err()
+            .code
+    };
+    let (t, i) = (t2v(), i2v());
+    assert_eq!(code(&t, json!([1])), C::InvalidInput);
+    assert_eq!(code(&t, json!({})), C::MissingField);
+    assert_eq!(code(&t, json!({"prompt": ""})), C::InvalidField);
+    assert_eq!(code(&t, json!({"prompt": 5})), C::WrongType);
+    let long = "x".repeat(DEFAULT_MAX_PROMPT_CHARS + 1);
+    assert_eq!(code(&t, json!({"prompt": long})), C::PromptTooLong);
+    let p = |extra: Value| {
+        let mut body = json!({"prompt": "p"});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        body
+    };
+    assert_eq!(code(&t, p(json!({"width": 333}))), C::InvalidResolution);
+    assert_eq!(code(&t, p(json!({"width": -1}))), C::InvalidResolution);
+    assert_eq!(code(&t, p(json!({"width": "832"}))), C::WrongType);
+    assert_eq!(
+        code(&i, img(64, 64, json!({"height": 600}))),
+        C::InvalidResolution
+    );
+    let too_long = p(json!({"width": 1280, "height": 720, "duration": 9}));
+    assert_eq!(code(&t, too_long), C::DurationTooLong);
+    assert_eq!(code(&t, p(json!({"duration": 0}))), C::InvalidField);
+    assert_eq!(code(&t, p(json!({"priority": 5000}))), C::InvalidField);
+    assert_eq!(code(&t, p(json!({"data_uri": "x"}))), C::ImageNotAccepted);
+    assert_eq!(code(&i, p(json!({}))), C::MissingField);
+    let url = "https://example.com/a.png";
+    assert_eq!(code(&i, p(json!({"image_url": url}))), C::RemoteImageUrl);
+    assert_eq!(code(&i, p(json!({"data_uri": url}))), C::RemoteImageUrl);
+    assert_eq!(code(&i, p(json!({"data_uri": "!!!"}))), C::InvalidImage);
+    assert_eq!(
+        code(&i, p(json!({"data_uri": "R0lGODlh"}))),
+        C::UnsupportedImageFormat
+    );
+    assert_eq!(code(&i, img(9000, 16, json!({}))), C::ImageTooLarge);
+    assert_eq!(code(&i, img(400, 64, json!({}))), C::InvalidAspectRatio);
+}

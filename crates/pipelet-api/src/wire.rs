@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error_codes::ErrorCode;
 use crate::spec::InputError;
 
 mod create;
@@ -49,14 +50,20 @@ pub struct CreateResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStatus {
+    /// Waiting for a worker (also after a lost worker's job is re-queued).
     InQueue,
+    /// A worker is rendering it.
     InProgress,
+    /// Done; the result can be fetched until retention deletes it.
     Completed,
+    /// Ended with an error; `statusMessages.error` says why.
     Failed,
+    /// Cancelled by a client before it finished.
     Cancelled,
 }
 
 impl JobStatus {
+    /// Every status, in lifecycle order.
     pub const ALL: [JobStatus; 5] = [
         JobStatus::InQueue,
         JobStatus::InProgress,
@@ -65,6 +72,7 @@ impl JobStatus {
         JobStatus::Cancelled,
     ];
 
+    /// The wire spelling (`"IN_QUEUE"`, ...), as serde writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::InQueue => "IN_QUEUE",
@@ -75,6 +83,7 @@ impl JobStatus {
         }
     }
 
+    /// The status spelled `s` exactly as on the wire; `None` for anything else.
     pub fn parse(s: &str) -> Option<JobStatus> {
         JobStatus::ALL.into_iter().find(|st| st.as_str() == s)
     }
@@ -115,13 +124,16 @@ pub struct StatusMessages {
     /// Which attempt is (or was last) running, from 1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// COMPLETED: seconds from submission until a worker started the last attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_time_seconds: Option<f64>,
+    /// COMPLETED: seconds the worker spent making the video.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inference_time_seconds: Option<f64>,
-    /// RFC 3339 timestamps.
+    /// When a worker started the request (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// When the request reached its terminal status (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     /// CANCELLED: who asked (a key name).
@@ -200,6 +212,7 @@ impl StatusMessages {
         }
     }
 
+    /// Whether every field is absent, i.e. it serializes as `{}`.
     pub fn is_empty(&self) -> bool {
         *self == StatusMessages::default()
     }
@@ -209,9 +222,11 @@ impl StatusMessages {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogEntry {
+    /// The log line, written for a person.
     pub message: String,
     /// `"INFO"`, `"WARN"` or `"ERROR"`.
     pub level: String,
+    /// What wrote the line (`"pipelet"` for the server's own lines).
     #[serde(default)]
     pub source: String,
     /// RFC 3339.
@@ -232,6 +247,7 @@ pub struct LogEntry {
     )
 )]
 pub struct StatusResponse {
+    /// Where the request is in its lifecycle.
     pub status: JobStatus,
     /// `IN_QUEUE` only: how many jobs will be dispatched before this one (0: next).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -241,6 +257,7 @@ pub struct StatusResponse {
     pub status_messages: StatusMessages,
     /// Absolute URL of the result.
     pub response_url: String,
+    /// The id `POST /queue/{model_id}` returned.
     pub request_id: String,
     /// Always present (fal clients read it); `null` unless logs were asked for.
     #[serde(default)]
@@ -291,6 +308,8 @@ impl StatusResponse {
         }
     }
 
+    /// Replaces `statusMessages` (use this before [`StatusResponse::with_estimate`], which
+    /// writes into it).
     pub fn with_messages(mut self, messages: StatusMessages) -> Self {
         self.status_messages = messages;
         self
@@ -320,8 +339,8 @@ impl StatusResponse {
     }
 }
 
-/// Every error body: `{"detail": "..."}`, plus the field at fault or the request's
-/// status when they help.
+/// Every error body: `{"detail": "...", "code": "..."}`, plus the field at fault or the
+/// request's status when they help.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
@@ -331,6 +350,8 @@ pub struct ErrorBody {
         schema(example = "duration 7 s is too long for 720p output (1280x720): at most 5 s")
     )]
     pub detail: String,
+    /// What went wrong, for programs: a stable code from the table in `docs/errors.md`.
+    pub code: ErrorCode,
     /// 422: the body field at fault, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -340,14 +361,17 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
-    pub fn new(detail: impl Into<String>) -> Self {
+    /// An error body with no `field` or `status`; `code` decides the HTTP status.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
         ErrorBody {
             detail: detail.into(),
+            code,
             field: None,
             status: None,
         }
     }
 
+    /// Adds the request's status (409 `not_completed` and `not_cancellable`).
     pub fn with_status(mut self, status: JobStatus) -> Self {
         self.status = Some(status);
         self
@@ -358,6 +382,7 @@ impl From<InputError> for ErrorBody {
     fn from(e: InputError) -> Self {
         ErrorBody {
             detail: e.detail,
+            code: e.code,
             field: e.field,
             status: None,
         }

@@ -188,18 +188,19 @@ fn stream_parts_rebuild_the_same_document() {
 
 #[test]
 fn error_body_shape() {
+    use crate::ErrorCode;
     assert_eq!(
-        serde_json::to_value(ErrorBody::new("nope")).unwrap(),
-        json!({"detail": "nope"})
+        serde_json::to_value(ErrorBody::new(ErrorCode::NotFound, "nope")).unwrap(),
+        json!({"detail": "nope", "code": "not_found"})
     );
     let e: ErrorBody = crate::spec::InputError::field("width", "width bad").into();
     assert_eq!(
         serde_json::to_value(e).unwrap(),
-        json!({"detail": "width bad", "field": "width"})
+        json!({"detail": "width bad", "code": "invalid_field", "field": "width"})
     );
-    let s = ErrorBody::new("not ready").with_status(JobStatus::InProgress);
+    let s = ErrorBody::new(ErrorCode::NotCompleted, "not ready").with_status(JobStatus::InProgress);
     assert_eq!(
         serde_json::to_value(s).unwrap(),
-        json!({"detail": "not ready", "status": "IN_PROGRESS"})
+        json!({"detail": "not ready", "code": "not_completed", "status": "IN_PROGRESS"})
     );
 }

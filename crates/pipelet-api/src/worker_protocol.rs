@@ -2,6 +2,12 @@
 //! and `pipelet worker`. Every call after a claim carries the lease token: the fencing
 //! token that makes a lost worker's late calls harmless.
 
+mod lease;
+
+pub use lease::{
+    ClaimRequest, Failure, HeartbeatReply, JobResult, LeaseRef, ProgressUpdate, RenderedVideo,
+};
+
 use serde::{Deserialize, Serialize};
 
 use crate::{JobSpec, Pipeline};
@@ -48,10 +54,13 @@ pub fn expected_tasks(backend: Option<&str>, spec: &JobSpec) -> u32 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimedJob {
+    /// The job's id (the client's `request_id`), used in every later path.
     pub job_id: String,
     /// The fencing token: every later call about this job carries it.
     pub lease_token: i64,
+    /// The model the client sent the request to.
     pub model_id: String,
+    /// Which weights the job needs.
     pub pipeline: Pipeline,
     /// What to render.
     pub spec: JobSpec,
@@ -59,27 +68,21 @@ pub struct ClaimedJob {
     pub has_input: bool,
     /// Which attempt this is, from 1.
     pub attempt: u32,
-    /// The lease length and the heartbeat interval the server expects.
+    /// The lease length in milliseconds: without a heartbeat the job is re-queued after it.
     pub lease_ms: u64,
+    /// How often to heartbeat, in milliseconds (well inside `lease_ms`).
     pub heartbeat_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-/// Denoising steps done out of the total.
-pub struct WireProgress {
-    pub done: u32,
-    pub total: u32,
 }
 
 /// `POST /worker/v1/jobs/{id}/heartbeat`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatBody {
+    /// The token from the claim; a stale one answers 409 `lease_lost`.
     pub lease_token: i64,
     /// Progress so far, shown to the client.
     #[serde(default)]
-    pub progress: Option<WireProgress>,
+    pub progress: Option<ProgressUpdate>,
 }
 
 /// Answer to a heartbeat: the lease was extended.
@@ -97,22 +100,18 @@ pub struct HeartbeatAnswer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompleteBody {
+    /// The token from the claim; a stale one answers 409 `lease_lost`.
     pub lease_token: i64,
-    /// The uploaded video's size in pixels.
-    pub width: u32,
-    pub height: u32,
-    pub frames: u32,
-    pub fps: u32,
-    /// The renderer that made it: `preview` or `wan`.
-    pub backend: String,
-    /// Seconds spent rendering.
-    pub run_seconds: f64,
+    /// The uploaded video (its fields sit beside `lease_token`).
+    #[serde(flatten)]
+    pub video: RenderedVideo,
 }
 
 /// `POST /worker/v1/jobs/{id}/fail`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FailBody {
+    /// The token from the claim; a stale one answers 409 `lease_lost`.
     pub lease_token: i64,
     /// Why, for the client, in plain words: no host or worker names, paths or raw
     /// errors (the first 2000 characters are kept).
@@ -129,6 +128,7 @@ pub struct FailBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseBody {
+    /// The token from the claim; a stale one answers 409 `lease_lost`.
     pub lease_token: i64,
 }
 

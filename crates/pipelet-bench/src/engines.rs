@@ -270,14 +270,9 @@ fn run_engine(
         engine,
         db,
     ));
-    match driven {
-        Ok(mut report) => {
-            server.stop()?;
-            report.elapsed = started.elapsed();
-            Ok((report, local))
-        }
-        Err(e) => Err(e.context(format!("server log tail:\n{}", server.log_tail()))),
-    }
+    let mut report = server.finish(driven)?;
+    report.elapsed = started.elapsed();
+    Ok((report, local))
 }
 
 async fn drive(
@@ -378,11 +373,10 @@ async fn claims(
                 if sent >= end {
                     break;
                 }
-                let Some(job) = claim(&mut client, &body).await? else {
+                let Some((job, claimed)) = client.claim::<Claimed>(body.clone()).await? else {
                     drained = true;
                     break;
                 };
-                let claimed = Instant::now();
                 finish_job(&mut client, finish, &job).await?;
                 let done = Instant::now();
                 if sent >= t0 {
@@ -425,48 +419,14 @@ async fn claims(
     })
 }
 
-/// One claim: the job and its lease token, or `None` when the queue is empty (204).
-async fn claim(client: &mut load::Client, body: &Bytes) -> anyhow::Result<Option<Claimed>> {
-    let (status, reply) = client
-        .send(Method::POST, "/worker/v1/claim", Some(body.clone()))
-        .await?;
-    match status {
-        StatusCode::OK => Ok(Some(
-            serde_json::from_slice(&reply).context("the claim answer is not the expected JSON")?,
-        )),
-        StatusCode::NO_CONTENT => Ok(None),
-        _ => bail!(
-            "claim answered {status}: {}",
-            String::from_utf8_lossy(&reply)
-        ),
-    }
-}
-
 async fn finish_job(
     client: &mut load::Client,
     finish: Finish,
     job: &Claimed,
 ) -> anyhow::Result<()> {
     let (id, token) = (&job.job_id, job.lease_token);
-    let expect = |what: &str, want: StatusCode, (status, body): (StatusCode, Bytes)| {
-        if status == want {
-            Ok(())
-        } else {
-            bail!(
-                "{what} answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            )
-        }
-    };
     match finish {
         Finish::Complete => {
-            let path = format!("/worker/v1/jobs/{id}/result?lease_token={token}");
-            let body = Bytes::from_static(RESULT_BODY);
-            expect(
-                "PUT result",
-                StatusCode::OK,
-                client.send(Method::PUT, &path, Some(body)).await?,
-            )?;
             let done = json!({
                 "lease_token": token,
                 "width": 832,
@@ -476,13 +436,9 @@ async fn finish_job(
                 "backend": "pipelet-bench",
                 "run_seconds": 0.0,
             });
-            let path = format!("/worker/v1/jobs/{id}/complete");
-            let body = Bytes::from(done.to_string());
-            expect(
-                "complete",
-                StatusCode::NO_CONTENT,
-                client.send(Method::POST, &path, Some(body)).await?,
-            )
+            client
+                .finish(id, token, Bytes::from_static(RESULT_BODY), &done)
+                .await?;
         }
         Finish::Fail => {
             let failed = json!({
@@ -490,15 +446,17 @@ async fn finish_job(
                 "error": "pipelet-bench: a claim cycle",
                 "retryable": false,
             });
-            let path = format!("/worker/v1/jobs/{id}/fail");
-            let body = Bytes::from(failed.to_string());
-            expect(
-                "fail",
-                StatusCode::NO_CONTENT,
-                client.send(Method::POST, &path, Some(body)).await?,
-            )
+            client
+                .expect(
+                    Method::POST,
+                    &format!("/worker/v1/jobs/{id}/fail"),
+                    Some(Bytes::from(failed.to_string())),
+                    StatusCode::NO_CONTENT,
+                )
+                .await?;
         }
     }
+    Ok(())
 }
 
 /// `url` with its database replaced by `db` (query parameters kept).

@@ -31,8 +31,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::load::{Client, MODEL};
-use crate::server::{Server, create_key};
+use crate::load::Client;
+use crate::server::{Server, block_on_phase, create_key};
 use crate::stats::{Spread, spread};
 
 /// Seconds of the bench per second of the contract's typical run times.
@@ -113,25 +113,6 @@ struct ClaimedSpec {
 /// Claim answers seen: job id → when.
 type Starts = Arc<Mutex<HashMap<String, Instant>>>;
 
-async fn expect(
-    client: &mut Client,
-    method: Method,
-    path: &str,
-    body: Value,
-    want: StatusCode,
-) -> anyhow::Result<Bytes> {
-    let (status, reply) = client
-        .send(method, path, Some(Bytes::from(body.to_string())))
-        .await?;
-    if status != want {
-        bail!(
-            "{path} answered {status}: {}",
-            String::from_utf8_lossy(&reply)
-        );
-    }
-    Ok(reply)
-}
-
 /// One played worker: claims until `stop`, running each job for its drawn time.
 async fn worker(
     addr: SocketAddr,
@@ -144,26 +125,13 @@ async fn worker(
 ) -> anyhow::Result<()> {
     let mut client = Client::connect(addr, &key).await?;
     let mut draws = Draws(0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1));
-    let claim = json!({"worker_id": format!("eta-{n}"), "pipelines": ["t2v"], "wait_ms": 200});
+    let claim = Bytes::from(
+        json!({"worker_id": format!("eta-{n}"), "pipelines": ["t2v"], "wait_ms": 200}).to_string(),
+    );
     while !stop.is_cancelled() {
-        let (status, reply) = client
-            .send(
-                Method::POST,
-                "/worker/v1/claim",
-                Some(Bytes::from(claim.to_string())),
-            )
-            .await?;
-        let claimed_at = Instant::now();
-        match status {
-            StatusCode::NO_CONTENT => continue,
-            StatusCode::OK => {}
-            _ => bail!(
-                "claim answered {status}: {}",
-                String::from_utf8_lossy(&reply)
-            ),
-        }
-        let job: Claimed =
-            serde_json::from_slice(&reply).context("the claim answer is not the expected JSON")?;
+        let Some((job, claimed_at)) = client.claim::<Claimed>(claim.clone()).await? else {
+            continue;
+        };
         starts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -173,82 +141,27 @@ async fn worker(
         let (id, token) = (&job.job_id, job.lease_token);
         for done_tasks in 1..=TASKS {
             tokio::time::sleep(Duration::from_secs_f64(run / f64::from(TASKS))).await;
-            expect(
-                &mut client,
-                Method::POST,
-                &format!("/worker/v1/jobs/{id}/heartbeat"),
-                json!({"lease_token": token, "progress": {"done": done_tasks, "total": TASKS}}),
-                StatusCode::OK,
-            )
-            .await?;
+            let heartbeat =
+                json!({"lease_token": token, "progress": {"done": done_tasks, "total": TASKS}});
+            client
+                .expect(
+                    Method::POST,
+                    &format!("/worker/v1/jobs/{id}/heartbeat"),
+                    Some(Bytes::from(heartbeat.to_string())),
+                    StatusCode::OK,
+                )
+                .await?;
         }
-        let (status, reply) = client
-            .send(
-                Method::PUT,
-                &format!("/worker/v1/jobs/{id}/result?lease_token={token}"),
-                Some(Bytes::from_static(RESULT_BODY)),
-            )
+        let complete = json!({"lease_token": token, "width": job.spec.width,
+            "height": job.spec.height, "frames": 81, "fps": 16, "backend": "pipelet-bench",
+            "run_seconds": run});
+        client
+            .finish(id, token, Bytes::from_static(RESULT_BODY), &complete)
             .await?;
-        if status != StatusCode::OK {
-            bail!(
-                "PUT result answered {status}: {}",
-                String::from_utf8_lossy(&reply)
-            );
-        }
-        expect(
-            &mut client,
-            Method::POST,
-            &format!("/worker/v1/jobs/{id}/complete"),
-            json!({"lease_token": token, "width": job.spec.width, "height": job.spec.height,
-                   "frames": 81, "fps": 16, "backend": "pipelet-bench", "run_seconds": run}),
-            StatusCode::NO_CONTENT,
-        )
-        .await?;
         finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         done.notify_waiters();
     }
     Ok(())
-}
-
-#[derive(Deserialize)]
-struct Created {
-    request_id: String,
-}
-
-/// Creates one request; returns its id.
-async fn create(client: &mut Client, body: &'static str) -> anyhow::Result<String> {
-    let (status, reply) = client
-        .send(
-            Method::POST,
-            &format!("/queue/{MODEL}"),
-            Some(Bytes::from_static(body.as_bytes())),
-        )
-        .await?;
-    if status != StatusCode::OK {
-        bail!(
-            "create answered {status}: {}",
-            String::from_utf8_lossy(&reply)
-        );
-    }
-    let created: Created = serde_json::from_slice(&reply).context("bad create answer")?;
-    Ok(created.request_id)
-}
-
-/// The status JSON of `id` and when its answer arrived.
-async fn status(client: &mut Client, id: &str) -> anyhow::Result<(Value, Instant)> {
-    let path = format!("/queue/{MODEL}/requests/{id}/status");
-    let (status, reply) = client.send(Method::GET, &path, None).await?;
-    let at = Instant::now();
-    if status != StatusCode::OK {
-        bail!(
-            "{path} answered {status}: {}",
-            String::from_utf8_lossy(&reply)
-        );
-    }
-    Ok((
-        serde_json::from_slice(&reply).context("bad status answer")?,
-        at,
-    ))
 }
 
 async fn wait_finished(
@@ -273,26 +186,12 @@ pub fn run(bin: &Path, tmp: &Path, plan: &Plan) -> anyhow::Result<Report> {
     let data_dir = dir.join("data");
     let server = Server::start_with(bin, &data_dir, plan.rust_log.as_deref(), 0, false, None)?;
     let worker_key = create_key(bin, &data_dir, "worker", "eta-bench", None)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start a tokio runtime")?;
-    let result = rt.block_on(async {
-        tokio::time::timeout(
-            PHASE_TIMEOUT,
-            measure(server.addr, &server.admin_key, &worker_key, plan),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("the eta phase took longer than {PHASE_TIMEOUT:?}"))?
-    });
-    drop(rt);
-    match result {
-        Ok(report) => {
-            server.stop()?;
-            Ok(report)
-        }
-        Err(e) => Err(e.context(format!("server log tail:\n{}", server.log_tail()))),
-    }
+    let result = block_on_phase(
+        "eta",
+        PHASE_TIMEOUT,
+        measure(server.addr, &server.admin_key, &worker_key, plan),
+    );
+    server.finish(result)
 }
 
 async fn measure(
@@ -332,7 +231,7 @@ async fn measure(
         plan.jobs
     );
     for i in 0..WARMUP_JOBS {
-        create(&mut client, body(&mut draws)).await?;
+        client.create("", body(&mut draws)).await?;
         wait_finished(&finished, &done, i + 1).await;
     }
 
@@ -344,8 +243,8 @@ async fn measure(
         tokio::time::sleep_until(next).await;
         // Exponential gaps: a Poisson process.
         next += Duration::from_secs_f64(-mean_gap * (1.0 - draws.next_f64()).ln());
-        let id = create(&mut client, body(&mut draws)).await?;
-        let (status, at) = status(&mut client, &id).await?;
+        let id = client.create("", body(&mut draws)).await?;
+        let (status, at) = client.status::<Value>(&id).await?;
         let estimate = match status["status"].as_str() {
             Some("IN_QUEUE") => match status.get("estimated_start_seconds") {
                 Some(v) if v.is_null() => Some(None),

@@ -20,6 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
@@ -91,6 +92,112 @@ impl Client {
             .with_context(|| format!("reading the response of {path} failed"))?
             .to_bytes();
         Ok((status, body))
+    }
+}
+
+/// The queue- and worker-API calls that the phases share (the load generator's own
+/// create loop stays inline: it times each send).
+impl Client {
+    /// Sends one request; the answer's body when its status is `want`, else an error
+    /// that quotes it.
+    pub async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        want: StatusCode,
+    ) -> anyhow::Result<Bytes> {
+        let (status, reply) = self.send(method.clone(), path, body).await?;
+        if status != want {
+            bail!(
+                "{method} {path} answered {status}: {}",
+                String::from_utf8_lossy(&reply)
+            );
+        }
+        Ok(reply)
+    }
+
+    /// Creates one request of [`MODEL`] (`query` such as `?fal_webhook=…`, or empty);
+    /// returns its id.
+    pub async fn create(&mut self, query: &str, body: &'static str) -> anyhow::Result<String> {
+        #[derive(Deserialize)]
+        struct Created {
+            request_id: String,
+        }
+        let reply = self
+            .expect(
+                Method::POST,
+                &format!("/queue/{MODEL}{query}"),
+                Some(Bytes::from_static(body.as_bytes())),
+                StatusCode::OK,
+            )
+            .await?;
+        let created: Created = serde_json::from_slice(&reply)
+            .context("the create response is not the expected JSON")?;
+        Ok(created.request_id)
+    }
+
+    /// The status JSON of request `id`, read as `T`, and when its answer arrived.
+    pub async fn status<T: DeserializeOwned>(&mut self, id: &str) -> anyhow::Result<(T, Instant)> {
+        let path = format!("/queue/{MODEL}/requests/{id}/status");
+        let reply = self
+            .expect(Method::GET, &path, None, StatusCode::OK)
+            .await?;
+        let at = Instant::now();
+        let status = serde_json::from_slice(&reply)
+            .context("the status response is not the expected JSON")?;
+        Ok((status, at))
+    }
+
+    /// One worker-API claim (`request` is its JSON body, serialized once by callers that
+    /// claim in a loop): the job, read as `T`, and when the answer arrived; `None` when
+    /// the queue stayed empty for the claim's wait (204).
+    pub async fn claim<T: DeserializeOwned>(
+        &mut self,
+        request: Bytes,
+    ) -> anyhow::Result<Option<(T, Instant)>> {
+        let (status, reply) = self
+            .send(Method::POST, "/worker/v1/claim", Some(request))
+            .await?;
+        let at = Instant::now();
+        match status {
+            StatusCode::NO_CONTENT => Ok(None),
+            StatusCode::OK => Ok(Some((
+                serde_json::from_slice(&reply)
+                    .context("the claim answer is not the expected JSON")?,
+                at,
+            ))),
+            _ => bail!(
+                "claim answered {status}: {}",
+                String::from_utf8_lossy(&reply)
+            ),
+        }
+    }
+
+    /// Uploads `result` for leased job `id`, then completes it with `complete` (its JSON
+    /// body); returns when the complete call's answer arrived.
+    pub async fn finish(
+        &mut self,
+        id: &str,
+        token: i64,
+        result: Bytes,
+        complete: &serde_json::Value,
+    ) -> anyhow::Result<Instant> {
+        self.expect(
+            Method::PUT,
+            &format!("/worker/v1/jobs/{id}/result?lease_token={token}"),
+            Some(result),
+            StatusCode::OK,
+        )
+        .await?;
+        self.expect(
+            Method::POST,
+            &format!("/worker/v1/jobs/{id}/complete"),
+            Some(Bytes::from(complete.to_string())),
+            StatusCode::NO_CONTENT,
+        )
+        .await?;
+        Ok(Instant::now())
     }
 }
 
@@ -460,16 +567,7 @@ pub async fn job_status(
     job_id: &str,
 ) -> anyhow::Result<(String, Option<u64>)> {
     let mut client = Client::connect(addr, key).await?;
-    let path = format!("/queue/{MODEL}/requests/{job_id}/status");
-    let (status, body) = client.send(Method::GET, &path, None).await?;
-    if status != StatusCode::OK {
-        bail!(
-            "GET {path} answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    let reply: StatusReply =
-        serde_json::from_slice(&body).context("the status response is not the expected JSON")?;
+    let (reply, _): (StatusReply, _) = client.status(job_id).await?;
     Ok((reply.status, reply.queue_position))
 }
 

@@ -37,7 +37,7 @@
 //!
 //! The output is a table, then one line of JSON (the last line) for machines.
 
-mod dispatch;
+mod dispatch_latency;
 mod engines;
 mod eta;
 mod load;
@@ -53,7 +53,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::json;
 
-use crate::dispatch::ModeReport;
+use crate::dispatch_latency::ModeReport;
 use crate::load::{CpuProbe, CreateReport, EndpointReport, PollPlan, PollReport};
 use crate::render::RenderCase;
 use crate::server::Server;
@@ -279,12 +279,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let dispatch = match &server_bin {
         Some(bin) if run_dispatch => {
-            let plan = dispatch::Plan {
+            let plan = dispatch_latency::Plan {
                 idle_jobs: dispatch_jobs,
                 busy_jobs: dispatch_jobs,
                 rust_log: args.server_log.clone(),
             };
-            Some(dispatch::run(bin, tmp.path(), &plan)?)
+            Some(dispatch_latency::run(bin, tmp.path(), &plan)?)
         }
         _ => None,
     };
@@ -732,12 +732,12 @@ fn print_eta(report: &eta::Report, summary: &mut serde_json::Value) {
 }
 
 fn print_dispatch(reports: &[ModeReport], summary: &mut serde_json::Value) {
-    use dispatch::TARGET_P50_MS;
+    use dispatch_latency::TARGET_P50_MS;
     println!();
     println!(
         "dispatch: preview runner, {}, one worker (concurrency 1); \
          idle = one job at a time, busy = all queued at once",
-        dispatch::PROBE_DESCRIPTION
+        dispatch_latency::PROBE_DESCRIPTION
     );
     println!(
         "{:<14} {:<58} {:>4} {:>8} {:>8} {:>8}",
@@ -817,7 +817,7 @@ fn print_dispatch(reports: &[ModeReport], summary: &mut serde_json::Value) {
                 "elapsed_s": round(r.elapsed.as_secs_f64(), 1),
             }),
         );
-        if r.mode == dispatch::Mode::Remote {
+        if r.mode == dispatch_latency::Mode::Remote {
             summary["targets"]["dispatch_idle_p50"] = json!(idle_db.p50 <= TARGET_P50_MS);
             summary["targets"]["dispatch_busy_gap_p50"] = json!(gap_db.p50 <= TARGET_P50_MS);
         }
@@ -827,6 +827,6 @@ fn print_dispatch(reports: &[ModeReport], summary: &mut serde_json::Value) {
          before the claim commits). logs/client: microsecond clocks on this machine. \
          JSON targets: remote worker, DB."
     );
-    out.insert("job".into(), json!(dispatch::PROBE_DESCRIPTION));
+    out.insert("job".into(), json!(dispatch_latency::PROBE_DESCRIPTION));
     summary["dispatch"] = serde_json::Value::Object(out);
 }

@@ -1,5 +1,13 @@
 //! Preview render timings, in process: the `preview` runner end to end (render, H.264
 //! encode, MP4 write) through the [`Runner`] trait, as a worker calls it.
+//!
+//! The target is 81 frames at 832x480 in under 2 s of one core; to measure on one core,
+//! run this phase alone pinned to it (`--keep-tmp` keeps the MP4s for inspection):
+//!
+//! ```text
+//! cargo build --release -p pipelet-bench
+//! taskset -c 0 target/release/pipelet-bench --no-server --render-reps 1
+//! ```
 
 use std::path::Path;
 use std::sync::Arc;

@@ -349,6 +349,19 @@ impl Server {
         self.terminate()
     }
 
+    /// Ends a phase run against this server: on success stops it (an error stopping is
+    /// the phase's error); on failure adds the server's log tail to the error (the
+    /// server is stopped when dropped).
+    pub fn finish<T>(self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        match result {
+            Ok(value) => {
+                self.stop()?;
+                Ok(value)
+            }
+            Err(e) => Err(e.context(format!("server log tail:\n{}", self.log_tail()))),
+        }
+    }
+
     fn terminate(&mut self) -> anyhow::Result<()> {
         stop_child(&mut self.child, "the server")
     }
@@ -360,4 +373,22 @@ impl Drop for Server {
             eprintln!("warning: {e:#}");
         }
     }
+}
+
+/// Runs a phase's async part on a multi-thread runtime of its own, giving up after
+/// `limit`.
+pub fn block_on_phase<T>(
+    phase: &str,
+    limit: Duration,
+    measure: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a tokio runtime")?;
+    rt.block_on(async {
+        tokio::time::timeout(limit, measure)
+            .await
+            .map_err(|_| anyhow::anyhow!("the {phase} phase took longer than {limit:?}"))?
+    })
 }

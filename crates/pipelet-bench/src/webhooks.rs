@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use crate::load::{Client, MODEL};
-use crate::server::{Server, create_key};
+use crate::server::{Server, block_on_phase, create_key};
 use crate::stats::{Latencies, Summary};
 
 /// Fake workers completing jobs at once.
@@ -101,84 +101,22 @@ struct Claimed {
     lease_token: i64,
 }
 
-#[derive(Deserialize)]
-struct Created {
-    request_id: String,
-}
-
-async fn create(client: &mut Client, query: &str) -> anyhow::Result<String> {
-    let (status, reply) = client
-        .send(
-            Method::POST,
-            &format!("/queue/{MODEL}{query}"),
-            Some(Bytes::from_static(CREATE_BODY.as_bytes())),
-        )
-        .await?;
-    if status != StatusCode::OK {
-        bail!(
-            "create answered {status}: {}",
-            String::from_utf8_lossy(&reply)
-        );
-    }
-    let created: Created = serde_json::from_slice(&reply).context("bad create answer")?;
-    Ok(created.request_id)
-}
-
-/// Claims one job (waiting up to 1 s); `None` when the queue is empty.
+/// Claims one job as worker `worker` (waiting up to 1 s); `None` when the queue is empty.
 async fn claim(client: &mut Client, worker: &str) -> anyhow::Result<Option<Claimed>> {
     let body = json!({"worker_id": worker, "pipelines": ["t2v"], "wait_ms": 1000});
-    let (status, reply) = client
-        .send(
-            Method::POST,
-            "/worker/v1/claim",
-            Some(Bytes::from(body.to_string())),
-        )
-        .await?;
-    match status {
-        StatusCode::NO_CONTENT => Ok(None),
-        StatusCode::OK => Ok(Some(
-            serde_json::from_slice(&reply).context("bad claim answer")?,
-        )),
-        _ => bail!(
-            "claim answered {status}: {}",
-            String::from_utf8_lossy(&reply)
-        ),
-    }
+    Ok(client
+        .claim(Bytes::from(body.to_string()))
+        .await?
+        .map(|(job, _)| job))
 }
 
 /// Uploads `result` and completes; returns when the complete call returned.
 async fn finish(client: &mut Client, job: &Claimed, result: Bytes) -> anyhow::Result<Instant> {
-    let (id, token) = (&job.job_id, job.lease_token);
-    let (status, reply) = client
-        .send(
-            Method::PUT,
-            &format!("/worker/v1/jobs/{id}/result?lease_token={token}"),
-            Some(result),
-        )
-        .await?;
-    if status != StatusCode::OK {
-        bail!(
-            "PUT result answered {status}: {}",
-            String::from_utf8_lossy(&reply)
-        );
-    }
-    let body = json!({"lease_token": token, "width": 832, "height": 480, "frames": 81,
+    let body = json!({"lease_token": job.lease_token, "width": 832, "height": 480, "frames": 81,
                       "fps": 16, "backend": "pipelet-bench", "run_seconds": 0.01});
-    let (status, reply) = client
-        .send(
-            Method::POST,
-            &format!("/worker/v1/jobs/{id}/complete"),
-            Some(Bytes::from(body.to_string())),
-        )
-        .await?;
-    let at = Instant::now();
-    if status != StatusCode::NO_CONTENT {
-        bail!(
-            "complete answered {status}: {}",
-            String::from_utf8_lossy(&reply)
-        );
-    }
-    Ok(at)
+    client
+        .finish(&job.job_id, job.lease_token, result, &body)
+        .await
 }
 
 /// A stand-in MP4: an `ftyp` box, then zeros up to `len` bytes.
@@ -202,26 +140,12 @@ pub fn run(bin: &Path, tmp: &Path, plan: &Plan) -> anyhow::Result<Report> {
         &["--webhook-allow-private"],
     )?;
     let worker_key = create_key(bin, &data_dir, "worker", "webhooks-bench", None)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start a tokio runtime")?;
-    let result = rt.block_on(async {
-        tokio::time::timeout(
-            PHASE_TIMEOUT,
-            measure(&server, &worker_key, &data_dir, plan),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("the webhooks phase took longer than {PHASE_TIMEOUT:?}"))?
-    });
-    drop(rt);
-    match result {
-        Ok(report) => {
-            server.stop()?;
-            Ok(report)
-        }
-        Err(e) => Err(e.context(format!("server log tail:\n{}", server.log_tail()))),
-    }
+    let result = block_on_phase(
+        "webhooks",
+        PHASE_TIMEOUT,
+        measure(&server, &worker_key, &data_dir, plan),
+    );
+    server.finish(result)
 }
 
 async fn measure(
@@ -248,7 +172,7 @@ async fn measure(
         plan.jobs
     );
     for _ in 0..plan.jobs {
-        create(&mut admin, &query).await?;
+        admin.create(&query, CREATE_BODY).await?;
     }
     eprintln!("webhooks: completing them with {WORKERS} fake workers…");
     let mut workers = JoinSet::new();
@@ -344,7 +268,7 @@ async fn download(
 ) -> anyhow::Result<(f64, f64)> {
     let addr = server.addr;
     let mut admin = Client::connect(addr, &server.admin_key).await?;
-    let id = create(&mut admin, "").await?;
+    let id = admin.create("", CREATE_BODY).await?;
     let mut worker = Client::connect(addr, worker_key).await?;
     let job = loop {
         if let Some(job) = claim(&mut worker, "webhooks-download").await? {

@@ -16,18 +16,25 @@ pub mod wan;
 /// derived by the API layer): width and height are multiples of 16.
 #[derive(Debug, Clone)]
 pub struct RenderJob {
+    /// The queue's job id; used in log lines and the Wan protocol, not in the video.
     pub job_id: String,
+    /// Which model weights render it (i2v also needs `image`).
     pub pipeline: Pipeline,
+    /// What the video should show.
     pub prompt: String,
     /// What the video should avoid (used by the real model; the preview ignores it).
     pub negative_prompt: Option<String>,
+    /// Output width in pixels (a multiple of 16).
     pub width: u32,
+    /// Output height in pixels (a multiple of 16).
     pub height: u32,
     /// 16·duration+1.
     pub num_frames: u32,
+    /// Output frame rate, frames per second.
     pub fps: u32,
     /// Denoising steps the real model would run (the preview uses it only as metadata).
     pub steps: u32,
+    /// Same seed, prompt and size give the same video (always so for the preview).
     pub seed: u64,
     /// The encoded input image (JPEG/PNG/WebP) for i2v; `None` for t2v.
     pub image: Option<Arc<Vec<u8>>>,
@@ -36,7 +43,9 @@ pub struct RenderJob {
 /// Progress in "tasks" (frames, denoising steps, encode...): `done` of `total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
+    /// Tasks finished so far (at most `total`).
     pub done: u32,
+    /// Tasks of the whole job (frames or denoising steps, plus encoding).
     pub total: u32,
 }
 
@@ -46,11 +55,17 @@ pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 /// What a runner produced: an MP4 file at `path`.
 #[derive(Debug, Clone)]
 pub struct RenderOutput {
+    /// Where the MP4 was written (the `out` the runner was given).
     pub path: PathBuf,
+    /// File size in bytes.
     pub bytes: u64,
+    /// Video width in pixels.
     pub width: u32,
+    /// Video height in pixels.
     pub height: u32,
+    /// Number of frames in the file.
     pub frames: u32,
+    /// Frames per second.
     pub fps: u32,
     /// Which backend made it ("preview", "wan"), recorded in the result metadata.
     pub backend: &'static str,
@@ -61,7 +76,9 @@ pub struct RenderOutput {
 /// only to admin keys). Displays as the detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderFailure {
+    /// Shown to the client: plain words, nothing internal.
     pub reason: String,
+    /// For operators: the raw error, paths, the host.
     pub detail: String,
 }
 
@@ -97,6 +114,7 @@ impl std::fmt::Display for RenderFailure {
     }
 }
 
+/// Why [`Runner::run`] returned no video; the variant decides whether the job is retried.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     /// The cancel token fired; no output must be used.
@@ -130,6 +148,7 @@ impl RunnerError {
     }
 }
 
+/// A video renderer the worker loop drives: [`preview::PreviewRunner`] or [`wan::WanRunner`].
 #[async_trait::async_trait]
 pub trait Runner: Send + Sync {
     /// Short name, e.g. "preview".

@@ -14,9 +14,10 @@ use pipelet_api::Pipeline;
 use pipelet_runner::preview::PreviewRunner;
 use pipelet_store::blob::Blobs;
 use pipelet_store::postgres::{PgStore, ServerLock, ServerLockMode};
+use pipelet_store::prelude::*;
 use pipelet_store::sqlite::SqliteStore;
-use pipelet_store::{NewKey, Role, Store, now_ms};
-use pipelet_worker::{LocalSource, Worker, WorkerConfig};
+use pipelet_store::{NewKey, Role, now_ms};
+use pipelet_worker::{Worker, WorkerConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::KeyCache;
 use crate::config::Config;
 use crate::metrics::{MeteredStore, Metrics};
+use crate::queue_service::QueueService;
 use crate::state::AppState;
+use crate::tls::TlsCertificate;
 
 /// Lease-holder prefix of in-process workers: none can outlive the process.
 const LOCAL_WORKER_PREFIX: &str = "local:";
@@ -38,11 +41,14 @@ const MAX_REAP_INTERVAL: Duration = Duration::from_secs(5);
 /// once expired anyway; this only bounds the table).
 const IDEMPOTENCY_PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
+/// A built server not yet serving: its listener is bound and its store open, so a
+/// start error surfaces from [`Application::build`] before anything is served.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
     admin_key: Option<String>,
     admin_key_file: Option<PathBuf>,
+    tls: Option<Arc<TlsCertificate>>,
     _lock: Option<File>,
     server_lock: Option<ServerLock>,
 }
@@ -122,6 +128,7 @@ async fn create_first_admin_key(
             name: "admin".into(),
             role: Role::Admin,
             max_priority: 1000,
+            expires_at_ms: None,
         })
         .await?;
     let path = data_dir.join("admin.key");
@@ -137,6 +144,7 @@ async fn create_first_admin_key(
     }
 }
 
+/// The SQLite file of a data dir; `pipelet keys` opens the same file offline.
 pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("pipelet.db")
 }
@@ -158,7 +166,15 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Opti
 }
 
 impl Application {
+    /// Opens the store and blobs, binds `config.listen` and creates the first admin key
+    /// (first start of a data dir only); fails if the data dir or database is in use.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        // First: a bad certificate is the operator's to fix before anything starts.
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsCertificate::load(cert, key)?),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together: give both or neither"),
+        };
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
         let (store, lock) = open_store(&config).await?;
@@ -206,14 +222,18 @@ impl Application {
         // Last, once nothing else can fail: a start that failed after creating the key
         // would never show it, and the next start finds a key and creates none.
         let (admin_key, admin_key_file) = create_first_admin_key(&*store, &config.data_dir).await?;
-        let jobs = Arc::new(LocalSource::new(store.clone(), blobs.clone(), config.lease));
+        let queue = Arc::new(QueueService::new(
+            store.clone(),
+            blobs.clone(),
+            config.lease,
+        ));
         let disk = Arc::new(crate::disk::DiskGuard::new(&config.data_dir));
         let state = AppState {
             links,
             disk,
             store,
             blobs,
-            jobs,
+            queue,
             metrics,
             shutdown: CancellationToken::new(),
             config: Arc::new(config),
@@ -225,15 +245,18 @@ impl Application {
             state,
             admin_key,
             admin_key_file,
+            tls,
             _lock: lock,
             server_lock,
         })
     }
 
+    /// The bound address, with the real port when `config.listen` asked for port 0.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
+    /// The bound port (0 if the socket cannot report it); tests build their URLs from it.
     pub fn port(&self) -> u16 {
         self.local_addr().map(|a| a.port()).unwrap_or(0)
     }
@@ -249,10 +272,19 @@ impl Application {
         self.admin_key_file.as_deref()
     }
 
+    /// The certificate served with `--tls-cert`/`--tls-key` (`None`: plain http), whose
+    /// [`TlsCertificate::reload`] SIGHUP calls.
+    pub fn tls(&self) -> Option<&Arc<TlsCertificate>> {
+        self.tls.as_ref()
+    }
+
+    /// The shared state, for tests that seed jobs or keys through the store directly.
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
+    /// Serves until `shutdown` resolves, then refuses new work, waits up to
+    /// `--shutdown-grace` for running jobs and hands the rest back to the queue.
     pub async fn run_until_stopped(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -261,6 +293,7 @@ impl Application {
         let Application {
             listener,
             state,
+            tls,
             _lock: lock,
             server_lock,
             ..
@@ -278,19 +311,30 @@ impl Application {
             stop.clone(),
         ));
 
+        #[cfg(unix)]
+        if let Some(tls) = &tls {
+            background.spawn(crate::tls::reload_on_sighup(tls.clone(), stop.clone()));
+        }
+
         let app = crate::router::router(state);
-        tracing::info!(addr = %listener.local_addr()?, workers = config.workers, "pipelet is serving");
+        tracing::info!(addr = %listener.local_addr()?, scheme = config.scheme(), workers = config.workers, "pipelet is serving");
         let stopping = stop.clone();
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let graceful = async move {
             shutdown.await;
             tracing::info!("shutting down: no new jobs; finishing the ones running");
             stopping.cancel();
-        })
-        .await?;
+        };
+        match &tls {
+            None => {
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(graceful)
+                .await?
+            }
+            Some(tls) => crate::tls::serve(listener, tls, app, graceful).await?,
+        }
 
         stop.cancel();
         let grace = config.shutdown_grace;
@@ -332,11 +376,7 @@ fn spawn_workers(
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("cannot create {}", scratch.display()))?;
     let instance = uuid::Uuid::new_v4().simple().to_string();
-    let source = Arc::new(LocalSource::new(
-        state.store.clone(),
-        state.blobs.clone(),
-        config.lease,
-    ));
+    let source = state.queue.clone();
     let runner = Arc::new(PreviewRunner::new());
     for n in 0..config.workers {
         let worker_id = format!("{LOCAL_WORKER_PREFIX}{}/{n}", &instance[..12]);
@@ -361,7 +401,13 @@ fn spawn_workers(
                 pipelined_delivery: true,
             },
         );
-        tasks.spawn(worker.run(stop.clone(), abort.clone()));
+        let (stop, abort) = (stop.clone(), abort.clone());
+        tasks.spawn(async move {
+            // The store never refuses an in-process worker's key; log it should it ever.
+            if let Err(e) = worker.run(stop, abort).await {
+                tracing::error!(error = %e, "an in-process worker stopped");
+            }
+        });
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! `pipelet serve`'s configuration: flags with environment fallbacks, parsed by clap and
-//! checked once by [`ServeArgs::validate`] into a [`Config`].
+//! `pipelet serve`'s configuration: flags with environment fallbacks, declared once on
+//! [`Config`]'s fields, parsed by clap straight into their types and checked once by
+//! [`ServeArgs::validate`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,17 +14,26 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
 pub const DEFAULT_MAX_QUEUED: u64 = 100_000;
 /// A 7 s 1280x720 video is a few MB; this leaves room for high bitrates.
 pub const DEFAULT_MAX_RESULT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// `--lease-secs` default: a silent worker's job goes back to the queue after 30 s.
 pub const DEFAULT_LEASE_SECS: u64 = 30;
+/// `--heartbeat-secs` default; six heartbeats fit in one default lease.
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 5;
+/// `--max-attempts` default: a job fails after its third lost or failed run.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// `--max-wait-for-switch-secs` default: how long (s) a job of another pipeline waits
+/// before a worker pays for a model switch to run it.
 pub const DEFAULT_MAX_WAIT_FOR_SWITCH_SECS: u64 = 120;
+/// `--shutdown-grace-secs` default: running jobs get 30 s to finish on shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 /// Delivery tries of one webhook event before it is given up (`--webhook-max-attempts`).
 pub const DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 10;
 /// The first webhook retry waits about this long; later ones back off exponentially.
 pub const DEFAULT_WEBHOOK_RETRY_BASE: Duration = Duration::from_secs(5);
-/// Retention defaults (the `--result-ttl` and `--job-ttl` flags say the same).
+/// `--result-ttl` default: a finished job's video and input image are kept 7 days
+/// (the flag's own `7d` default must say the same).
 pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `--job-ttl` default: a finished job is deleted after 30 days, then its status is 404
+/// (the flag's own `30d` default must say the same).
 pub const DEFAULT_JOB_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long a result's `video.url` link works (`--result-url-ttl`).
 pub const DEFAULT_RESULT_URL_TTL: Duration = Duration::from_secs(2 * 3600);
@@ -40,8 +50,20 @@ pub enum ResultDataUri {
     Url,
 }
 
+/// `pipelet serve`'s command line as parsed: a [`Config`] that [`ServeArgs::validate`]
+/// has not checked yet. Every flag is declared once, on [`Config`]'s field.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    flags: Config,
+}
+
+/// The server's configuration: each flag (with its environment variable and default) is
+/// declared on the field it fills, so adding one is a one-place change. Fields marked
+/// `skip` are not flags (tests shorten them). [`ServeArgs::validate`] checks a parsed one;
+/// [`Config::for_data_dir`] gives the built-in defaults.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "PIPELET_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -73,26 +95,36 @@ pub struct ServeArgs {
     #[arg(long, env = "PIPELET_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Largest prompt accepted, in characters.
-    #[arg(long, env = "PIPELET_MAX_PROMPT_CHARS", default_value_t = Limits::default().max_prompt_chars)]
-    pub max_prompt_chars: usize,
+    #[arg(long = "max-prompt-chars", value_name = "MAX_PROMPT_CHARS",
+          env = "PIPELET_MAX_PROMPT_CHARS",
+          default_value = Limits::default().max_prompt_chars.to_string(),
+          value_parser = parse_prompt_limit)]
+    pub limits: Limits,
     /// Most jobs waiting at once; creates beyond it get 429.
     #[arg(long, env = "PIPELET_MAX_QUEUED", default_value_t = DEFAULT_MAX_QUEUED)]
     pub max_queued: u64,
     /// Seconds a worker's lease lasts without a heartbeat.
-    #[arg(long, env = "PIPELET_LEASE_SECS", default_value_t = DEFAULT_LEASE_SECS)]
-    pub lease_secs: u64,
+    #[arg(long = "lease-secs", value_name = "LEASE_SECS", env = "PIPELET_LEASE_SECS",
+          default_value = DEFAULT_LEASE_SECS.to_string(), value_parser = seconds())]
+    pub lease: Duration,
     /// Seconds between worker heartbeats (must be well under the lease).
-    #[arg(long, env = "PIPELET_HEARTBEAT_SECS", default_value_t = DEFAULT_HEARTBEAT_SECS)]
-    pub heartbeat_secs: u64,
+    #[arg(long = "heartbeat-secs", value_name = "HEARTBEAT_SECS",
+          env = "PIPELET_HEARTBEAT_SECS",
+          default_value = DEFAULT_HEARTBEAT_SECS.to_string(), value_parser = seconds())]
+    pub heartbeat: Duration,
     /// Attempts per job before it fails (a lost worker costs one attempt).
     #[arg(long, env = "PIPELET_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: u32,
     /// Seconds a job of another pipeline may wait before a worker switches models.
-    #[arg(long, env = "PIPELET_MAX_WAIT_FOR_SWITCH_SECS", default_value_t = DEFAULT_MAX_WAIT_FOR_SWITCH_SECS)]
-    pub max_wait_for_switch_secs: u64,
+    #[arg(long = "max-wait-for-switch-secs", value_name = "MAX_WAIT_FOR_SWITCH_SECS",
+          env = "PIPELET_MAX_WAIT_FOR_SWITCH_SECS",
+          default_value = DEFAULT_MAX_WAIT_FOR_SWITCH_SECS.to_string(), value_parser = seconds())]
+    pub max_wait_for_switch: Duration,
     /// Seconds a running job may take to finish on shutdown before it is re-queued.
-    #[arg(long, env = "PIPELET_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
-    pub shutdown_grace_secs: u64,
+    #[arg(long = "shutdown-grace-secs", value_name = "SHUTDOWN_GRACE_SECS",
+          env = "PIPELET_SHUTDOWN_GRACE_SECS",
+          default_value = DEFAULT_SHUTDOWN_GRACE_SECS.to_string(), value_parser = seconds())]
+    pub shutdown_grace: Duration,
     /// Largest result video a worker may upload, in bytes.
     #[arg(long, env = "PIPELET_MAX_RESULT_BYTES", default_value_t = DEFAULT_MAX_RESULT_BYTES)]
     pub max_result_bytes: u64,
@@ -100,22 +132,26 @@ pub struct ServeArgs {
     #[arg(long, env = "PIPELET_METRICS_REQUIRE_KEY", default_value_t = false)]
     pub metrics_require_key: bool,
     /// A JSON model catalog replacing the built-in one.
-    #[arg(long, env = "PIPELET_CATALOG")]
-    pub catalog: Option<PathBuf>,
-    // Retention.
+    #[arg(long = "catalog", value_name = "CATALOG", env = "PIPELET_CATALOG")]
+    pub catalog_file: Option<PathBuf>,
+    /// The models served: the built-in catalog, or `--catalog`'s once validated.
+    #[arg(skip)]
+    pub catalog: Catalog,
+    // Retention: how long finished jobs keep their result, and their row (`None`:
+    // forever); whether inputs stay until the result expires.
     /// How long a finished job's result (and input image) is kept: seconds, or `30m`,
     /// `12h`, `7d`; `0` keeps it forever. Afterwards the result answers 410 Gone.
-    #[arg(long, env = "PIPELET_RESULT_TTL", default_value = "7d", value_parser = parse_ttl)]
-    pub result_ttl: Ttl,
+    #[arg(long, env = "PIPELET_RESULT_TTL", default_value = "7d", value_parser = parse_ttl_flag)]
+    pub result_ttl: ::std::option::Option<Duration>,
     /// How long a finished job is kept at all (then its status is 404); same format.
-    #[arg(long, env = "PIPELET_JOB_TTL", default_value = "30d", value_parser = parse_ttl)]
-    pub job_ttl: Ttl,
+    #[arg(long, env = "PIPELET_JOB_TTL", default_value = "30d", value_parser = parse_ttl_flag)]
+    pub job_ttl: ::std::option::Option<Duration>,
     /// Keep input images until the result expires instead of deleting them as soon as
     /// the job finishes.
     #[arg(long, env = "PIPELET_KEEP_INPUTS", default_value_t = false,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub keep_inputs: bool,
-    // Result links.
+    // Result links (see [`crate::result_links`]).
     /// What the result's `video.data_uri` holds: `base64` (the MP4 itself) or `url` (the
     /// link of `video.url`, so results stay small).
     #[arg(long, env = "PIPELET_RESULT_DATA_URI", value_enum, default_value_t = ResultDataUri::Base64)]
@@ -129,6 +165,9 @@ pub struct ServeArgs {
     #[arg(long, env = "PIPELET_PRESIGN", default_value_t = false,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub presign: bool,
+    /// How often the retention cleanup runs.
+    #[arg(skip = crate::retention::INTERVAL)]
+    pub retention_interval: Duration,
     // Webhooks.
     /// Delivery tries of one webhook event (the first included) before it is given up;
     /// retries back off exponentially from about 5 s, so 10 spread over hours.
@@ -140,6 +179,36 @@ pub struct ServeArgs {
     #[arg(long, env = "PIPELET_WEBHOOK_ALLOW_PRIVATE", default_value_t = false,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub webhook_allow_private: bool,
+    /// About how long the first webhook retry waits.
+    #[arg(skip = DEFAULT_WEBHOOK_RETRY_BASE)]
+    pub webhook_retry_base: Duration,
+    // HTTPS (see [`crate::tls`]).
+    /// Serve https with this certificate chain (PEM, the server's certificate first);
+    /// needs --tls-key. Re-read, with the key, on SIGHUP.
+    #[arg(long, env = "PIPELET_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "PIPELET_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Whole seconds on the command line, a [`Duration`] in the configuration.
+fn seconds() -> impl clap::builder::TypedValueParser<Value = Duration> {
+    use clap::builder::TypedValueParser;
+    clap::value_parser!(u64).map(Duration::from_secs)
+}
+
+/// `--max-prompt-chars` into the default [`Limits`] (parsed as clap parses a `usize`).
+fn parse_prompt_limit(text: &str) -> Result<Limits, std::num::ParseIntError> {
+    Ok(Limits {
+        max_prompt_chars: text.parse()?,
+        ..Limits::default()
+    })
+}
+
+/// [`parse_ttl`] for the flags, whose fields hold the `Option` itself.
+fn parse_ttl_flag(text: &str) -> Result<Option<Duration>, String> {
+    parse_ttl(text).map(|ttl| ttl.0)
 }
 
 /// Parses `--result-url-ttl`: like [`parse_ttl`] but never forever (a link must expire).
@@ -179,73 +248,43 @@ pub fn parse_ttl(text: &str) -> Result<Ttl, String> {
     Ok(Ttl((!duration.is_zero()).then_some(duration)))
 }
 
-/// Validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub listen: SocketAddr,
-    pub data_dir: PathBuf,
-    pub database_url: Option<String>,
-    pub blob_url: Option<String>,
-    /// `--single-server`: the only server on its PostgreSQL database (no meaning on SQLite,
-    /// whose data-dir lock already allows one server).
-    pub single_server: bool,
-    pub workers: u32,
-    pub public_url: Option<String>,
-    pub max_body_bytes: usize,
-    pub limits: Limits,
-    pub max_queued: u64,
-    pub lease: Duration,
-    pub heartbeat: Duration,
-    pub max_attempts: u32,
-    pub max_wait_for_switch: Duration,
-    pub shutdown_grace: Duration,
-    pub catalog: Catalog,
-    pub max_result_bytes: u64,
-    pub metrics_require_key: bool,
-    /// Retention: how long finished jobs keep their result, and their row (`None`:
-    /// forever); whether inputs stay until the result expires.
-    pub result_ttl: Option<Duration>,
-    pub job_ttl: Option<Duration>,
-    pub keep_inputs: bool,
-    /// `--result-data-uri`, `--result-url-ttl`, `--presign` (see [`crate::result_links`]).
-    pub result_data_uri: ResultDataUri,
-    pub result_url_ttl: Duration,
-    pub presign: bool,
-    /// How often the retention cleanup runs (not a flag; tests shorten it).
-    pub retention_interval: Duration,
-    /// `--webhook-max-attempts` (at least 1) and `--webhook-allow-private`.
-    pub webhook_max_attempts: u32,
-    pub webhook_allow_private: bool,
-    /// About how long the first webhook retry waits (not a flag; tests shorten it).
-    pub webhook_retry_base: Duration,
-}
-
+/// A flag or flag combination `pipelet serve` refuses; the message names the flag.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
 
 impl ServeArgs {
+    /// Checks the parsed flags (each alone and together) and loads `--catalog`: the
+    /// configuration the server runs with.
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let mut config = self.flags;
         let bad = |s: String| Err(ConfigError(s));
-        if self.heartbeat_secs == 0 || self.heartbeat_secs * 2 > self.lease_secs {
+        let (heartbeat_secs, lease_secs) = (config.heartbeat.as_secs(), config.lease.as_secs());
+        if heartbeat_secs == 0 || heartbeat_secs * 2 > lease_secs {
             return bad(format!(
-                "--heartbeat-secs ({}) must be at least 1 and at most half of --lease-secs ({})",
-                self.heartbeat_secs, self.lease_secs
+                "--heartbeat-secs ({heartbeat_secs}) must be at least 1 and at most half of --lease-secs ({lease_secs})"
             ));
         }
-        if self.max_attempts == 0 {
+        if config.max_attempts == 0 {
             return bad("--max-attempts must be at least 1".into());
         }
-        if self.webhook_max_attempts == 0 {
+        if config.webhook_max_attempts == 0 {
             return bad("--webhook-max-attempts must be at least 1".into());
         }
-        if self.max_body_bytes < 1024 {
+        if config.max_body_bytes < 1024 {
             return bad("--max-body-bytes must be at least 1024".into());
         }
-        if self.max_prompt_chars == 0 {
+        if config.limits.max_prompt_chars == 0 {
             return bad("--max-prompt-chars must be at least 1".into());
         }
-        let public_url = match self.public_url {
+        if config.tls_cert.is_some() != config.tls_key.is_some() {
+            return bad(
+                "--tls-cert and --tls-key go together: give both (PEM files) to serve https, \
+                 or neither to serve plain http"
+                    .into(),
+            );
+        }
+        config.public_url = match config.public_url {
             Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
                 return bad(format!(
                     "--public-url {url:?} must start with http:// or https://"
@@ -253,39 +292,32 @@ impl ServeArgs {
             }
             other => other.map(|u| u.trim_end_matches('/').to_string()),
         };
-        let catalog = match &self.catalog {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!("cannot read --catalog {}: {e}", path.display()))
-                })?;
-                Catalog::from_json(&text)
-                    .map_err(|e| ConfigError(format!("--catalog {}: {e}", path.display())))?
-            }
-            None => Catalog::default(),
-        };
-        let limits = Limits {
-            max_prompt_chars: self.max_prompt_chars,
-            ..Limits::default()
-        };
-        if let Some(url) = &self.database_url
+        if let Some(path) = &config.catalog_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("cannot read --catalog {}: {e}", path.display()))
+            })?;
+            config.catalog = Catalog::from_json(&text)
+                .map_err(|e| ConfigError(format!("--catalog {}: {e}", path.display())))?;
+        }
+        if let Some(url) = &config.database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
             return bad("--database-url must be a postgres:// URL (leave it out for the embedded SQLite store)".into());
         }
         // Blobs in the data dir are this server's alone: a second server on the same
         // database would fail every i2v job and result of this one.
-        if self.database_url.is_some() && self.blob_url.is_none() && !self.single_server {
+        if config.database_url.is_some() && config.blob_url.is_none() && !config.single_server {
             return bad(format!(
                 "--database-url without --blob-url keeps images and videos in {}, which \
                  other servers on the same database cannot read. Give every server the same \
                  shared storage with --blob-url s3://bucket/prefix (or gs://, az://, or \
                  file:///path/of/a/shared/mount), or, if this is the only server on this \
                  database, add --single-server (PIPELET_SINGLE_SERVER=1)",
-                self.data_dir.join("blobs").display()
+                config.data_dir.join("blobs").display()
             ));
         }
-        if self.presign
-            && !self
+        if config.presign
+            && !config
                 .blob_url
                 .as_deref()
                 .is_some_and(|u| u.starts_with("s3://"))
@@ -297,73 +329,45 @@ impl ServeArgs {
                     .into(),
             );
         }
-        Ok(Config {
-            listen: self.listen,
-            data_dir: self.data_dir,
-            database_url: self.database_url,
-            blob_url: self.blob_url,
-            single_server: self.single_server,
-            workers: self.workers,
-            public_url,
-            max_body_bytes: self.max_body_bytes,
-            limits,
-            max_queued: self.max_queued,
-            lease: Duration::from_secs(self.lease_secs),
-            heartbeat: Duration::from_secs(self.heartbeat_secs),
-            max_attempts: self.max_attempts,
-            max_wait_for_switch: Duration::from_secs(self.max_wait_for_switch_secs),
-            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
-            catalog,
-            max_result_bytes: self.max_result_bytes,
-            metrics_require_key: self.metrics_require_key,
-            result_ttl: self.result_ttl.0,
-            job_ttl: self.job_ttl.0,
-            keep_inputs: self.keep_inputs,
-            result_data_uri: self.result_data_uri,
-            result_url_ttl: self.result_url_ttl,
-            presign: self.presign,
-            retention_interval: crate::retention::INTERVAL,
-            webhook_max_attempts: self.webhook_max_attempts,
-            webhook_allow_private: self.webhook_allow_private,
-            webhook_retry_base: DEFAULT_WEBHOOK_RETRY_BASE,
-        })
+        Ok(config)
     }
 }
 
 impl Config {
+    /// `https` when the server serves TLS itself (`--tls-cert`), else `http`: the
+    /// scheme of the links it builds without `--public-url`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// Built-in defaults (ignoring the environment) with the server on a free loopback
     /// port and its data in `data_dir`: what tests and embedders start from.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: data_dir.into(),
-            database_url: None,
-            blob_url: None,
-            single_server: false,
-            workers: 1,
-            public_url: None,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            limits: Limits::default(),
-            max_queued: DEFAULT_MAX_QUEUED,
-            lease: Duration::from_secs(DEFAULT_LEASE_SECS),
-            heartbeat: Duration::from_secs(DEFAULT_HEARTBEAT_SECS),
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            max_wait_for_switch: Duration::from_secs(DEFAULT_MAX_WAIT_FOR_SWITCH_SECS),
-            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
-            catalog: Catalog::default(),
-            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
-            metrics_require_key: false,
-            result_ttl: Some(DEFAULT_RESULT_TTL),
-            job_ttl: Some(DEFAULT_JOB_TTL),
-            keep_inputs: false,
-            result_data_uri: ResultDataUri::Base64,
-            result_url_ttl: DEFAULT_RESULT_URL_TTL,
-            presign: false,
-            retention_interval: crate::retention::INTERVAL,
-            webhook_max_attempts: DEFAULT_WEBHOOK_MAX_ATTEMPTS,
-            webhook_allow_private: false,
-            webhook_retry_base: DEFAULT_WEBHOOK_RETRY_BASE,
-        }
+        let mut config = Config::defaults();
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    /// The flags' own defaults: an empty command line parsed with the environment
+    /// variables switched off, so the defaults are written only on the flags.
+    fn defaults() -> Config {
+        use clap::{Args, FromArgMatches};
+        let command =
+            Config::augment_args(clap::Command::new("pipelet-serve")).mut_args(|arg| arg.env(None));
+        let parsed = command
+            .try_get_matches_from(["pipelet-serve"])
+            .and_then(|matches| Config::from_arg_matches(&matches));
+        // Only a wrong default on a flag could fail here, and the unit tests parse them; a
+        // hand-written fallback Config would duplicate every default this one-place
+        // declaration exists to avoid.
+        #[allow(clippy::expect_used)]
+        let config = parsed.expect("the built-in defaults of `pipelet serve` parse");
+        config
     }
 }
 
@@ -385,6 +389,28 @@ mod tests {
     }
 
     const PG: &str = "postgres://pipelet@db/pipelet";
+
+    #[test]
+    fn built_in_defaults_are_the_flags_defaults() {
+        let config = Config::for_data_dir("/srv/pipelet");
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(config.data_dir, PathBuf::from("/srv/pipelet"));
+        assert_eq!(config.lease, Duration::from_secs(DEFAULT_LEASE_SECS));
+        assert_eq!(
+            config.heartbeat,
+            Duration::from_secs(DEFAULT_HEARTBEAT_SECS)
+        );
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.retention_interval, crate::retention::INTERVAL);
+        // The same as an empty command line, but for where it listens and keeps data.
+        let parsed = validate(&[]).expect("defaults");
+        let same = Config {
+            listen: parsed.listen,
+            data_dir: parsed.data_dir.clone(),
+            ..config
+        };
+        assert_eq!(format!("{same:?}"), format!("{parsed:?}"));
+    }
 
     #[test]
     fn postgres_without_shared_blobs_needs_single_server() {
@@ -482,5 +508,25 @@ mod tests {
             .expect_err("no attempt at all")
             .to_string();
         assert!(refused.contains("--webhook-max-attempts"), "{refused}");
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        let config = validate(&[]).expect("defaults");
+        assert_eq!((config.tls_cert, config.tls_key), (None, None));
+        assert_eq!(Config::for_data_dir("/d").scheme(), "http");
+        for args in [["--tls-cert", "cert.pem"], ["--tls-key", "key.pem"]] {
+            let refused = validate(&args)
+                .expect_err("one without the other")
+                .to_string();
+            assert!(
+                refused.contains("--tls-cert and --tls-key go together"),
+                "{refused}"
+            );
+        }
+        let config = validate(&["--tls-cert", "cert.pem", "--tls-key", "key.pem"]).expect("both");
+        assert_eq!(config.tls_cert, Some(PathBuf::from("cert.pem")));
+        assert_eq!(config.tls_key, Some(PathBuf::from("key.pem")));
+        assert_eq!(config.scheme(), "https");
     }
 }

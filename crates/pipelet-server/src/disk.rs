@@ -25,6 +25,8 @@ pub const RESERVE_BYTES: usize = 8 << 20;
 /// How often a refused create checks whether space returned.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// Refuses creates (507) while the data dir's disk is full, keeping an 8 MiB reserve
+/// file it gives up then, so cancels and running jobs can still write.
 pub struct DiskGuard {
     reserve: PathBuf,
     full: AtomicBool,

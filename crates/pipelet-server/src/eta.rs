@@ -56,18 +56,9 @@ fn default_run_seconds(class: ResolutionClass) -> f64 {
     }
 }
 
-/// The resolution class of a stored spec (its shorter output side).
-fn class_of(spec: &serde_json::Value) -> ResolutionClass {
-    let side = |name: &str| {
-        spec.get(name)
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|v| u32::try_from(v).ok())
-    };
-    match (side("width"), side("height")) {
-        (Some(w), Some(h)) => ResolutionClass::of_side(w.min(h)),
-        (None, Some(s)) | (Some(s), None) => ResolutionClass::of_side(s),
-        (None, None) => ResolutionClass::P480,
-    }
+/// The resolution class of a spec (its shorter output side).
+fn class_of(spec: &JobSpec) -> ResolutionClass {
+    ResolutionClass::of_side(spec.width.min(spec.height))
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -391,11 +382,7 @@ impl Eta {
             let inner = self.lock();
             inner.workers.get(owner).and_then(|w| w.backend.clone())
         });
-        match serde_json::from_value::<JobSpec>(job.spec.clone()) {
-            Ok(spec) => expected_tasks(backend.as_deref(), &spec).max(1),
-            // A spec this version cannot read still gets the one-line form.
-            Err(_) => 1,
-        }
+        expected_tasks(backend.as_deref(), &job.spec).max(1)
     }
 
     /// How many workers serve `pipeline` now.

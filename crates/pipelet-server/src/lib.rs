@@ -10,6 +10,7 @@ pub mod eta;
 mod extract;
 pub mod metrics;
 pub mod openapi;
+pub mod queue_service;
 mod result_body;
 pub mod result_links;
 pub mod retention;
@@ -17,6 +18,7 @@ mod router;
 mod routes;
 pub mod state;
 mod status_view;
+pub mod tls;
 mod urls;
 pub mod webhooks;
 

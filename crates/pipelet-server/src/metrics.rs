@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pipelet_store::{
-    CancelOutcome, ClaimRequest, FailOutcome, Failure, HeartbeatReply, JobCount, JobRecord,
-    JobResult, KeyRecord, Lease, LeaseRef, NewJob, NewKey, ProgressUpdate, ReapOutcome, ReapedJob,
-    Result, Store,
+    CancelOutcome, ClaimRequest, CreateOutcome, Created, Delegating, FailOutcome, Failure,
+    HeartbeatReply, Idempotency, JobCount, JobListQuery, JobPage, JobRecord, JobResult, JobStore,
+    Lease, LeaseRef, LeaseStore, NewJob, ProgressUpdate, ReapOutcome, ReapedJob, Result, Store,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -45,6 +45,8 @@ struct ModelState {
     state: String,
 }
 
+/// The counters, histograms and gauges served at `/metrics`, plus the queue-time
+/// estimator and webhook wake-up that need the same job transitions.
 pub struct Metrics {
     registry: Registry,
     created: Family<ModelLabel, Counter>,
@@ -163,6 +165,8 @@ impl Metrics {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Marks `worker_id` active for the next 60 s (the `active_workers` gauge); called on
+    /// every claim, even one that waits without getting a job.
     pub fn worker_seen(&self, worker_id: &str) {
         self.seen().0.insert(worker_id.to_string(), Instant::now());
     }
@@ -206,6 +210,30 @@ impl Metrics {
         self.seen().1.remove(&job);
     }
 
+    fn created(&self, model_id: &str) {
+        self.created.get_or_create(&model(model_id)).inc();
+    }
+
+    /// `worker_id` leased `job`: its wait, and the worker its heartbeats will refresh.
+    fn claimed(&self, worker_id: &str, job: &JobRecord) {
+        self.job_changed();
+        self.eta.claimed(worker_id, job);
+        let started = job.started_at_ms.unwrap_or(job.created_at_ms);
+        let waited = (started - job.created_at_ms).max(0);
+        self.wait_seconds
+            .get_or_create(&model(&job.model_id))
+            .observe(waited as f64 / 1000.0);
+        self.seen().1.insert(job.id, worker_id.to_string());
+    }
+
+    /// A heartbeat for `job` keeps its worker active.
+    fn beat(&self, job: Uuid) {
+        let mut seen = self.seen();
+        if let Some(worker) = seen.1.get(&job).cloned() {
+            seen.0.insert(worker, Instant::now());
+        }
+    }
+
     /// The Prometheus text, with the queue depths read from `store` now.
     pub async fn render(&self, store: &dyn Store) -> Result<String> {
         let counts: Vec<JobCount> = store.job_counts().await?;
@@ -246,6 +274,7 @@ pub struct MeteredStore {
 }
 
 impl MeteredStore {
+    /// Wraps `inner`; the server uses only the wrapped store, so no transition goes uncounted.
     pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
         Self { inner, metrics }
     }
@@ -257,50 +286,40 @@ impl MeteredStore {
             _ => "unknown".into(),
         }
     }
+
+    /// Counts the end of an attempt of `id`; returns its model, for labels.
+    async fn ended(&self, id: Uuid) -> String {
+        self.metrics.job_changed();
+        self.metrics.job_ended(id);
+        self.model_of(id).await
+    }
+}
+
+// Keys, retention and webhooks change no job's state: they pass straight through.
+impl Delegating for MeteredStore {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
+    }
 }
 
 #[async_trait]
-impl Store for MeteredStore {
-    async fn create_job(&self, job: NewJob) -> Result<JobRecord> {
+impl JobStore for MeteredStore {
+    async fn create_job(&self, job: NewJob) -> Result<Created> {
         let created = self.inner.create_job(job).await?;
-        self.metrics
-            .created
-            .get_or_create(&model(&created.model_id))
-            .inc();
+        self.metrics.created(&created.model_id);
         Ok(created)
     }
     async fn create_job_idempotent(
         &self,
         job: NewJob,
-        idempotency: pipelet_store::Idempotency,
-    ) -> Result<pipelet_store::CreateOutcome> {
+        idempotency: Idempotency,
+    ) -> Result<CreateOutcome> {
         let outcome = self.inner.create_job_idempotent(job, idempotency).await?;
         // Only a new job counts as created; a replay made nothing.
-        if let pipelet_store::CreateOutcome::Created(created) = &outcome {
-            self.metrics
-                .created
-                .get_or_create(&model(&created.model_id))
-                .inc();
+        if let CreateOutcome::Created(created) = &outcome {
+            self.metrics.created(&created.model_id);
         }
         Ok(outcome)
-    }
-    async fn purge_idempotency_keys(&self, older_than_ms: i64) -> Result<u64> {
-        self.inner.purge_idempotency_keys(older_than_ms).await
-    }
-    async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
-        self.inner.get_job(id).await
-    }
-    async fn job_status(&self, id: Uuid) -> Result<Option<(JobRecord, Option<u64>)>> {
-        self.inner.job_status(id).await
-    }
-    async fn list_jobs(&self, owner: Option<&str>, limit: u32) -> Result<Vec<JobRecord>> {
-        self.inner.list_jobs(owner, limit).await
-    }
-    async fn list_jobs_page(
-        &self,
-        query: &pipelet_store::JobListQuery,
-    ) -> Result<pipelet_store::JobPage> {
-        self.inner.list_jobs_page(query).await
     }
     async fn cancel(&self, id: Uuid, force: bool, by: &str) -> Result<CancelOutcome> {
         let outcome = self.inner.cancel(id, force, by).await?;
@@ -311,6 +330,28 @@ impl Store for MeteredStore {
         }
         Ok(outcome)
     }
+    async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
+        self.inner.get_job(id).await
+    }
+    async fn job_status(&self, id: Uuid) -> Result<Option<(JobRecord, Option<u64>)>> {
+        self.inner.job_status(id).await
+    }
+    async fn list_jobs(&self, owner: Option<&str>, limit: u32) -> Result<Vec<JobRecord>> {
+        self.inner.list_jobs(owner, limit).await
+    }
+    async fn list_jobs_page(&self, query: &JobListQuery) -> Result<JobPage> {
+        self.inner.list_jobs_page(query).await
+    }
+    async fn job_counts(&self) -> Result<Vec<JobCount>> {
+        self.inner.job_counts().await
+    }
+    fn queued_total(&self) -> u64 {
+        self.inner.queued_total()
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MeteredStore {
     async fn claim(&self, req: &ClaimRequest) -> Result<Option<Lease>> {
         self.metrics.worker_seen(&req.worker_id);
         self.metrics
@@ -318,21 +359,12 @@ impl Store for MeteredStore {
             .worker_claiming(&req.worker_id, &req.pipelines);
         let lease = self.inner.claim(req).await?;
         if let Some(lease) = &lease {
-            self.metrics.job_changed();
-            self.metrics.eta.claimed(&req.worker_id, &lease.job);
-            let waited = (lease.job.started_at_ms.unwrap_or(lease.job.created_at_ms)
-                - lease.job.created_at_ms)
-                .max(0);
-            self.metrics
-                .wait_seconds
-                .get_or_create(&model(&lease.job.model_id))
-                .observe(waited as f64 / 1000.0);
-            self.metrics
-                .seen()
-                .1
-                .insert(lease.job.id, req.worker_id.clone());
+            self.metrics.claimed(&req.worker_id, &lease.job);
         }
         Ok(lease)
+    }
+    fn job_available(&self) -> Arc<Notify> {
+        self.inner.job_available()
     }
     async fn heartbeat(
         &self,
@@ -340,12 +372,7 @@ impl Store for MeteredStore {
         progress: Option<ProgressUpdate>,
         extend_ms: i64,
     ) -> Result<HeartbeatReply> {
-        {
-            let mut seen = self.metrics.seen();
-            if let Some(worker) = seen.1.get(&lease.job_id).cloned() {
-                seen.0.insert(worker, Instant::now());
-            }
-        }
+        self.metrics.beat(lease.job_id);
         let reply = self.inner.heartbeat(lease, progress, extend_ms).await?;
         // A job this server did not see claimed (it restarted since): one read, once.
         if !self.metrics.eta.knows(lease.job_id)
@@ -358,15 +385,13 @@ impl Store for MeteredStore {
     }
     async fn complete(&self, lease: &LeaseRef, result: &JobResult) -> Result<()> {
         self.inner.complete(lease, result).await?;
-        self.metrics.job_changed();
         self.metrics.eta.completed(lease.job_id);
-        let model = self.model_of(lease.job_id).await;
+        let model = self.ended(lease.job_id).await;
         self.metrics.finished(&model, "completed");
         self.metrics
             .run_seconds
             .get_or_create(&self::model(&model))
-            .observe(result.run_seconds);
-        self.metrics.job_ended(lease.job_id);
+            .observe(result.video.run_seconds);
         Ok(())
     }
     async fn fail(
@@ -376,25 +401,21 @@ impl Store for MeteredStore {
         retryable: bool,
     ) -> Result<FailOutcome> {
         let outcome = self.inner.fail(lease, failure, retryable).await?;
-        self.metrics.job_changed();
         self.metrics.eta.ended(lease.job_id);
-        let model = self.model_of(lease.job_id).await;
+        let model = self.ended(lease.job_id).await;
         match outcome {
             FailOutcome::Requeued => self.metrics.retried(&model),
             FailOutcome::Failed => self.metrics.finished(&model, "failed"),
             // A forced cancel was pending: the job ended CANCELLED, not FAILED.
             FailOutcome::Cancelled => self.metrics.finished(&model, "cancelled"),
         }
-        self.metrics.job_ended(lease.job_id);
         Ok(outcome)
     }
     async fn ack_cancelled(&self, lease: &LeaseRef) -> Result<()> {
         self.inner.ack_cancelled(lease).await?;
-        self.metrics.job_changed();
         self.metrics.eta.ended(lease.job_id);
-        let model = self.model_of(lease.job_id).await;
+        let model = self.ended(lease.job_id).await;
         self.metrics.finished(&model, "cancelled");
-        self.metrics.job_ended(lease.job_id);
         Ok(())
     }
     async fn reap_expired(&self, now_ms: i64) -> Result<Vec<ReapedJob>> {
@@ -414,103 +435,14 @@ impl Store for MeteredStore {
         }
         Ok(reaped)
     }
+    async fn try_reaper_lock(&self) -> Result<bool> {
+        self.inner.try_reaper_lock().await
+    }
     async fn release_leases_of(&self, owner_prefix: &str) -> Result<u64> {
         let released = self.inner.release_leases_of(owner_prefix).await?;
         if released > 0 {
             self.metrics.job_changed();
         }
         Ok(released)
-    }
-    async fn release_inputs(
-        &self,
-        finished_by_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<pipelet_store::ReleasedBlobs>> {
-        self.inner.release_inputs(finished_by_ms, limit).await
-    }
-    async fn expire_results(
-        &self,
-        finished_by_ms: i64,
-        now_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<pipelet_store::ReleasedBlobs>> {
-        self.inner
-            .expire_results(finished_by_ms, now_ms, limit)
-            .await
-    }
-    async fn delete_finished_jobs(
-        &self,
-        finished_by_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<pipelet_store::ReleasedBlobs>> {
-        self.inner.delete_finished_jobs(finished_by_ms, limit).await
-    }
-    async fn reclaim_space(&self, max_pages: u32) -> Result<u64> {
-        self.inner.reclaim_space(max_pages).await
-    }
-    async fn job_counts(&self) -> Result<Vec<JobCount>> {
-        self.inner.job_counts().await
-    }
-    fn queued_total(&self) -> u64 {
-        self.inner.queued_total()
-    }
-    fn job_available(&self) -> Arc<Notify> {
-        self.inner.job_available()
-    }
-    async fn try_reaper_lock(&self) -> Result<bool> {
-        self.inner.try_reaper_lock().await
-    }
-    async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, String)> {
-        self.inner.create_key(key).await
-    }
-    async fn find_key_by_secret(&self, secret: &str) -> Result<Option<KeyRecord>> {
-        self.inner.find_key_by_secret(secret).await
-    }
-    async fn count_keys(&self) -> Result<u64> {
-        self.inner.count_keys().await
-    }
-    async fn server_secret(&self, name: &str) -> Result<String> {
-        self.inner.server_secret(name).await
-    }
-    async fn webhook_due(
-        &self,
-        now_ms: i64,
-        limit: u32,
-        hold_ms: i64,
-    ) -> Result<Vec<pipelet_store::WebhookEvent>> {
-        self.inner.webhook_due(now_ms, limit, hold_ms).await
-    }
-    async fn webhook_record_attempt(
-        &self,
-        event_id: &str,
-        attempt: pipelet_store::WebhookAttempt,
-        now_ms: i64,
-    ) -> Result<()> {
-        self.inner
-            .webhook_record_attempt(event_id, attempt, now_ms)
-            .await
-    }
-    async fn webhook_events_of(
-        &self,
-        job_id: Uuid,
-    ) -> Result<Vec<pipelet_store::WebhookEventRecord>> {
-        self.inner.webhook_events_of(job_id).await
-    }
-    async fn webhook_pending(&self) -> Result<u64> {
-        self.inner.webhook_pending().await
-    }
-    async fn webhook_secrets(
-        &self,
-        owner_key_id: &str,
-        now_ms: i64,
-    ) -> Result<pipelet_store::WebhookSecrets> {
-        self.inner.webhook_secrets(owner_key_id, now_ms).await
-    }
-    async fn rotate_webhook_secret(
-        &self,
-        owner_key_id: &str,
-        now_ms: i64,
-    ) -> Result<pipelet_store::WebhookSecrets> {
-        self.inner.rotate_webhook_secret(owner_key_id, now_ms).await
     }
 }

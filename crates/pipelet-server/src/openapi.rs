@@ -11,10 +11,11 @@
 
 use std::sync::OnceLock;
 
-use pipelet_api::wire::{JobStatus, StatusMessages};
+use pipelet_api::ErrorCode;
+use pipelet_api::wire::{ErrorBody, JobStatus, StatusMessages};
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 
 use crate::routes;
 
@@ -34,7 +35,8 @@ Every call but `/health`, `/ready`, `/models`, `/metrics` (unless the operator r
 key), `/openapi.json` and the pages needs `Authorization: Bearer <key>` (fal's \
 `Authorization: Key <key>` works too). A request is visible only to the key that created it \
 (or an admin key): anyone else gets 404, never 403. Every error is JSON with a `detail` a \
-person can act on.";
+person can act on and a stable `code` for programs (the table of codes is the `ErrorCode` \
+schema, and `docs/errors.md`).";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -57,13 +59,18 @@ person can act on.";
         routes::webhooks::rotate,
         routes::history::list,
         routes::models::list,
-        routes::worker::claim,
-        routes::worker::heartbeat,
-        routes::worker::input,
-        routes::worker::upload_result,
-        routes::worker::complete,
-        routes::worker::fail,
-        routes::worker::cancelled,
+        routes::admin_keys::list,
+        routes::admin_keys::create,
+        routes::admin_keys::update,
+        routes::admin_keys::rotate,
+        routes::admin_keys::revoke,
+        routes::worker_api::claim,
+        routes::worker_api::heartbeat,
+        routes::worker_api::input,
+        routes::worker_api::upload_result,
+        routes::worker_api::complete,
+        routes::worker_api::fail,
+        routes::worker_api::cancelled,
         routes::health::health,
         routes::health::ready,
         routes::health::metrics,
@@ -72,7 +79,8 @@ person can act on.";
         routes::playground::page,
         routes::favicon::icon,
     ),
-    components(schemas(pipelet_api::wire::ErrorBody)),
+    // WorkerConflict is named only by `WorkerJobErrors`, which does not register it.
+    components(schemas(ErrorBody, ErrorCode, WorkerConflict)),
     modifiers(&BearerScheme),
     tags(
         (name = "queue", description = "The public queue API: create a request, follow its \
@@ -82,10 +90,15 @@ person can act on.";
         (name = "worker", description = "The worker API (`/worker/v1`) that `pipelet worker` \
             agents use to claim jobs, hold their leases and deliver results. Worker keys only; \
             every call after a claim carries the lease token, and a stale one changes nothing."),
+        (name = "admin", description = "Key management (`/admin/v1/keys`): list, create, \
+            update, rotate and revoke API keys by name. Admin keys only; a secret is shown \
+            only when created or rotated."),
         (name = "ops", description = "Health, readiness, metrics, this document and the web \
             pages."),
     )
 )]
+/// The document's root: every operation and schema is listed on its `#[openapi]`;
+/// read it through [`spec`] or [`spec_json`], which build it once.
 pub struct ApiDoc;
 
 /// Adds the bearer-key security scheme.
@@ -122,6 +135,9 @@ pub fn spec() -> &'static utoipa::openapi::OpenApi {
 pub fn spec_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {
+        // Serializing plain structs with string keys cannot fail; the openapi test
+        // serializes it on every run, and there is no document to serve instead.
+        #[allow(clippy::expect_used)]
         let mut text = spec()
             .to_pretty_json()
             .expect("the OpenAPI document serializes");
@@ -167,6 +183,7 @@ pub struct JobPath {
 /// `GET /health`.
 #[derive(Serialize, ToSchema)]
 pub struct Health {
+    /// Always `ok`: the process answers (whether the store does is `GET /ready`).
     #[schema(example = "ok")]
     pub status: String,
 }
@@ -180,6 +197,9 @@ pub struct Ready {
     /// Why the server is not ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// `unavailable` when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
 }
 
 /// `PUT .../cancel?force=true` on a running request → 202: its worker was told to stop.
@@ -187,6 +207,7 @@ pub struct Ready {
 pub struct CancelAccepted {
     /// `IN_PROGRESS`: it ends `CANCELLED` once the worker stops.
     pub status: JobStatus,
+    /// Says that the worker was told to stop and the request will end `CANCELLED`.
     pub detail: String,
 }
 
@@ -195,7 +216,11 @@ pub struct CancelAccepted {
 pub struct ResultNotReady {
     /// Why there is no result yet (or will be none): for `FAILED`, the reason.
     pub detail: String,
+    /// `not_completed`.
+    pub code: ErrorCode,
+    /// The request's status now: `IN_QUEUE`, `IN_PROGRESS`, `FAILED` or `CANCELLED`.
     pub status: JobStatus,
+    /// As in the status response (e.g. `expired_at` once retention deleted the result).
     #[serde(rename = "statusMessages")]
     pub status_messages: StatusMessages,
     /// `IN_QUEUE` only.
@@ -206,9 +231,80 @@ pub struct ResultNotReady {
 /// A worker call refused because of the job's state → 409.
 #[derive(Serialize, ToSchema)]
 pub struct WorkerConflict {
+    /// What the worker must do now, in words (e.g. drop the job).
     pub detail: String,
+    /// `lease_lost`, `cancel_not_requested` or `result_not_uploaded`.
+    pub code: ErrorCode,
     /// `true` when the lease is gone (the job was re-queued, given to another worker,
     /// cancelled or already finished): drop the job.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_lost: Option<bool>,
+}
+
+// The error responses shared by a family of routes, declared once here and named in each
+// route's `responses(...)`. Route-specific errors stay with their route.
+
+/// Errors of every keyed queue-API call (client and admin keys).
+#[derive(IntoResponses)]
+pub enum KeyErrors {
+    /// Missing, malformed or unknown API key (`unauthorized`).
+    #[response(status = 401, headers(("WWW-Authenticate" = String,
+        description = "`Bearer realm=\"pipelet\"`")))]
+    Unauthorized(ErrorBody),
+    /// A worker key: worker keys can only use the worker API (`forbidden`). On `GET
+    /// /requests`, also `key_name` with a key that is not an admin key.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
+/// Errors of the calls on one request (`/queue/{model_id}/requests/{id}...`).
+#[derive(IntoResponses)]
+pub enum RequestErrors {
+    /// Missing, malformed or unknown API key (`unauthorized`).
+    #[response(status = 401, headers(("WWW-Authenticate" = String,
+        description = "`Bearer realm=\"pipelet\"`")))]
+    Unauthorized(ErrorBody),
+    /// A worker key: worker keys can only use the worker API (`forbidden`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// No request with this id under this model that this key may see
+    /// (`request_not_found`).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+}
+
+/// Errors of every worker-API call.
+#[derive(IntoResponses)]
+pub enum WorkerKeyErrors {
+    /// Missing, malformed or unknown API key (`unauthorized`).
+    #[response(status = 401, headers(("WWW-Authenticate" = String,
+        description = "`Bearer realm=\"pipelet\"`")))]
+    Unauthorized(ErrorBody),
+    /// Not a worker key: the worker API needs one (`pipelet keys create --role worker`;
+    /// `forbidden`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
+/// Errors of the worker-API calls on a leased job (`/worker/v1/jobs/{id}/...`).
+#[derive(IntoResponses)]
+pub enum WorkerJobErrors {
+    /// Missing, malformed or unknown API key (`unauthorized`).
+    #[response(status = 401, headers(("WWW-Authenticate" = String,
+        description = "`Bearer realm=\"pipelet\"`")))]
+    Unauthorized(ErrorBody),
+    /// Not a worker key: the worker API needs one (`pipelet keys create --role worker`;
+    /// `forbidden`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// No such job, or (`.../input`) the job has no input image (`not_found`).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// `lease_lost` (`lease_lost: true`): the job was re-queued, given to another worker,
+    /// cancelled or already finished; drop it. The lease is still held on
+    /// `cancel_not_requested` (`.../cancelled` with no cancel requested; `lease_lost:
+    /// false`) and `result_not_uploaded` (`.../complete` before the MP4 was PUT to
+    /// `.../result`).
+    #[response(status = 409)]
+    Conflict(WorkerConflict),
 }

@@ -84,7 +84,7 @@ pub async fn stream(
             .await
             .map_err(|e| unreadable(job, result, e))?;
         let body = ResultResponse {
-            video: video_result(job, result, size, url.clone(), url),
+            video: video_result(job.id, result, size, url.clone(), url),
         };
         return Ok((headers, axum::Json(body)).into_response());
     }
@@ -93,7 +93,7 @@ pub async fn stream(
         .await
         .map_err(|e| unreadable(job, result, e))?;
     let shell = ResultResponse {
-        video: video_result(job, result, size, String::new(), url),
+        video: video_result(job.id, result, size, String::new(), url),
     };
     let (prefix, suffix) = shell.stream_parts();
     let body = stream::once(async move { Ok(Bytes::from(prefix)) })
@@ -102,8 +102,10 @@ pub async fn stream(
     Ok((headers, Body::from_stream(body)).into_response())
 }
 
-fn video_result(
-    job: &JobRecord,
+/// The `video` of job `id`'s result: what the result endpoint answers, and what a
+/// webhook's `video` repeats (with links in place of the base64).
+pub(crate) fn video_result(
+    id: uuid::Uuid,
     result: &JobResult,
     size: u64,
     data_uri: String,
@@ -113,14 +115,14 @@ fn video_result(
         data_uri,
         url: Some(url),
         content_type: VIDEO_CONTENT_TYPE.into(),
-        file_name: format!("{}.mp4", job.id),
+        file_name: format!("{id}.mp4"),
         file_size: size,
-        width: result.width,
-        height: result.height,
-        fps: result.fps,
-        num_frames: result.frames,
-        duration: f64::from(result.frames) / f64::from(result.fps.max(1)),
-        backend: result.backend.clone(),
+        width: result.video.width,
+        height: result.video.height,
+        fps: result.video.fps,
+        num_frames: result.video.frames,
+        duration: f64::from(result.video.frames) / f64::from(result.video.fps.max(1)),
+        backend: result.video.backend.clone(),
     }
 }
 

@@ -44,6 +44,8 @@ pub fn now_secs() -> u64 {
 }
 
 impl LinkSigner {
+    /// Keys the MAC with `secret`, the store's [`SECRET_NAME`] secret shared by the
+    /// fleet; links signed by any server with the same secret verify here.
     pub fn new(secret: &[u8]) -> Self {
         Self {
             key: secret.to_vec(),

@@ -4,9 +4,10 @@
 
 use std::any::Any;
 
+use crate::routes::admin_keys;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request, StatusCode};
+use axum::http::{HeaderName, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use tower::ServiceBuilder;
@@ -15,7 +16,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::routes::{health, queue, worker};
+use crate::routes::{health, queue, worker_api};
 use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -32,14 +33,11 @@ async fn not_found() -> ApiError {
     )
 }
 
-async fn method_not_allowed() -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(serde_json::json!({
-            "detail": "method not allowed here: create is POST, status and result are GET, cancel is PUT"
-        })),
+async fn method_not_allowed() -> ApiError {
+    ApiError::coded(
+        pipelet_api::ErrorCode::MethodNotAllowed,
+        "method not allowed here: create is POST, status and result are GET, cancel is PUT",
     )
-        .into_response()
 }
 
 pub fn router(state: AppState) -> Router {
@@ -67,16 +65,31 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/secret/rotate",
             post(crate::routes::webhooks::rotate),
         )
-        .route("/worker/v1/claim", post(worker::claim))
-        .route("/worker/v1/jobs/{id}/heartbeat", post(worker::heartbeat))
-        .route("/worker/v1/jobs/{id}/input", get(worker::input))
+        .route("/worker/v1/claim", post(worker_api::claim))
+        .route(
+            "/worker/v1/jobs/{id}/heartbeat",
+            post(worker_api::heartbeat),
+        )
+        .route("/worker/v1/jobs/{id}/input", get(worker_api::input))
         .route(
             "/worker/v1/jobs/{id}/result",
-            put(worker::upload_result).layer(DefaultBodyLimit::disable()),
+            put(worker_api::upload_result).layer(DefaultBodyLimit::disable()),
         )
-        .route("/worker/v1/jobs/{id}/complete", post(worker::complete))
-        .route("/worker/v1/jobs/{id}/fail", post(worker::fail))
-        .route("/worker/v1/jobs/{id}/cancelled", post(worker::cancelled))
+        .route("/worker/v1/jobs/{id}/complete", post(worker_api::complete))
+        .route("/worker/v1/jobs/{id}/fail", post(worker_api::fail))
+        .route(
+            "/worker/v1/jobs/{id}/cancelled",
+            post(worker_api::cancelled),
+        )
+        .route(
+            "/admin/v1/keys",
+            get(admin_keys::list).post(admin_keys::create),
+        )
+        .route(
+            "/admin/v1/keys/{name}",
+            axum::routing::patch(admin_keys::update).delete(admin_keys::revoke),
+        )
+        .route("/admin/v1/keys/{name}/rotate", post(admin_keys::rotate))
         .route("/metrics", get(health::metrics))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))

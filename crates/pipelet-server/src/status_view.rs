@@ -1,4 +1,4 @@
-//! How a stored job looks to a client: the status JSON of the seed's API.
+//! How a stored job looks to a client: the public queue API's status JSON.
 //!
 //! A failure has two texts: the plain reason every caller reads (`error`,
 //! `detail_message`), and the internal detail (worker, host, raw error) that only admin
@@ -89,7 +89,7 @@ pub fn messages(job: &JobRecord, now_ms: i64, viewer: Viewer, eta: &Eta) -> Stat
             let backend = job
                 .result
                 .as_ref()
-                .map(|r| r.backend.clone())
+                .map(|r| r.video.backend.clone())
                 .unwrap_or_default();
             let mut m = StatusMessages::completed(
                 seconds_between(job.created_at_ms, started),

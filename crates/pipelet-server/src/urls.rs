@@ -1,5 +1,6 @@
 //! Absolute URLs for responses: from `--public-url` when set, else from the request's
-//! Host (and `X-Forwarded-Proto` from a proxy).
+//! Host, with `https` when pipelet serves TLS itself (else `X-Forwarded-Proto` from a
+//! proxy says it).
 
 use axum::extract::FromRequestParts;
 use axum::http::header::HOST;
@@ -50,6 +51,8 @@ impl FromRequestParts<AppState> for BaseUrl {
             .get("x-forwarded-proto")
             .and_then(|h| h.to_str().ok())
         {
+            // Served over TLS by pipelet itself: https whatever a header says.
+            _ if state.config.tls_cert.is_some() => "https",
             Some("https") => "https",
             _ => "http",
         };

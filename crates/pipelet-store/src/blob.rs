@@ -22,6 +22,8 @@ const UPLOAD_CHUNK: usize = 1 << 20;
 /// Multipart part size: S3 (and compatible stores) refuse parts under 5 MiB but the last.
 const UPLOAD_PART: usize = 8 << 20;
 
+/// Where input images and result videos live, by key (`inputs/…`, `results/…`);
+/// cheap to clone. Every server of a fleet must see the same one.
 #[derive(Clone)]
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
@@ -31,6 +33,8 @@ pub struct Blobs {
 }
 
 impl Blobs {
+    /// Any `object_store` backend, without presigned URLs ([`Blobs::local`] and
+    /// [`Blobs::from_url`] build on it).
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         Self {
             store,
@@ -153,6 +157,7 @@ impl Blobs {
             .boxed())
     }
 
+    /// The key of a job's input image; the create writes it before the job row.
     pub fn input_key(job: Uuid) -> String {
         format!("inputs/{job}")
     }
@@ -163,6 +168,7 @@ impl Blobs {
         format!("results/{job}/{lease_token}.mp4")
     }
 
+    /// Writes `data` under `key` in one request, replacing what was there.
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         self.store
             .put(&ObjectPath::from(key), PutPayload::from(data))
@@ -222,10 +228,12 @@ impl Blobs {
         Ok(total)
     }
 
+    /// The blob's size in bytes, without reading it; not-found if it is missing.
     pub async fn size(&self, key: &str) -> Result<u64> {
         Ok(self.store.head(&ObjectPath::from(key)).await?.size)
     }
 
+    /// The whole blob in memory: for input images, which are bounded by the body limit.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
         Ok(self
             .store
@@ -249,6 +257,8 @@ impl Blobs {
         Ok((size, stream))
     }
 
+    /// Deletes `key`. A missing key is an error on some backends (the local one), not on
+    /// others; use [`Blobs::delete_if_exists`] where gone is fine.
     pub async fn delete(&self, key: &str) -> Result<()> {
         self.store.delete(&ObjectPath::from(key)).await?;
         Ok(())

@@ -20,7 +20,9 @@ pub struct JobListQuery {
     pub owner_key_id: Option<String>,
     /// Only jobs created by a key with this name (any of them, revoked ones included).
     pub owner_key_name: Option<String>,
+    /// Only jobs created under this model id.
     pub model_id: Option<String>,
+    /// Only jobs in this state now.
     pub state: Option<JobState>,
     /// Jobs per page, clamped to `1..=MAX_PAGE_LIMIT`.
     pub limit: u32,
@@ -38,7 +40,9 @@ impl JobListQuery {
 /// A position in the history order: the last job of a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobCursor {
+    /// The job's creation time, ms since the epoch: the main sort key.
     pub created_at_ms: i64,
+    /// The job's insertion order: the tie-break between jobs created in the same ms.
     pub seq: i64,
 }
 
@@ -48,6 +52,7 @@ const CURSOR_VERSION: &str = "v1";
 const MAX_CURSOR_LEN: usize = 128;
 
 impl JobCursor {
+    /// The position just after `job`, where the page that ends with it continues.
     pub fn of(job: &JobRecord) -> Self {
         Self {
             created_at_ms: job.created_at_ms,
@@ -86,7 +91,9 @@ impl JobCursor {
 /// One page of history and where the next one starts (`None` on the last page).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobPage {
+    /// At most the query's page size, newest first.
     pub jobs: Vec<JobRecord>,
+    /// Pass as the next query's `after`; `None` when no older job matches.
     pub next: Option<JobCursor>,
 }
 

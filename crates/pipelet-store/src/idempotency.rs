@@ -27,13 +27,31 @@ pub struct Idempotency {
     pub not_before_ms: i64,
 }
 
-/// What [`crate::Store::create_job_idempotent`] did.
+/// A job just created, with its queue position as of its commit (read in the same call,
+/// so the create's answer needs no second query).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    /// The job as committed (queued).
+    pub job: JobRecord,
+    /// Queued jobs of its pipeline dispatched before it (0: next).
+    pub position: u64,
+}
+
+impl std::ops::Deref for Created {
+    type Target = JobRecord;
+
+    fn deref(&self) -> &JobRecord {
+        &self.job
+    }
+}
+
+/// What [`crate::JobStore::create_job_idempotent`] did.
 // Answered once per create (never stored in bulk), so the unboxed record costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateOutcome {
     /// A new job, committed together with its key.
-    Created(JobRecord),
+    Created(Created),
     /// The key was already used for the same request: this is the job it made, and
     /// nothing was created.
     Replayed(Uuid),

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use pipelet_api::Pipeline;
 
+/// The queued jobs of every pipeline by (priority, seq), mirrored from the database.
 #[derive(Debug, Default)]
 pub struct QueueIndex {
     /// Per pipeline, per priority: queued seqs in ascending order.
@@ -17,10 +18,12 @@ pub struct QueueIndex {
 }
 
 impl QueueIndex {
+    /// An empty index; the store fills it from the database on open.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds a job that became queued (created or re-queued); adding one twice is a no-op.
     pub fn insert(&mut self, pipeline: Pipeline, priority: i64, seq: i64) {
         let level = self
             .pipelines
@@ -43,6 +46,7 @@ impl QueueIndex {
         self.total += 1;
     }
 
+    /// Drops a job that left the queue (claimed, cancelled); `false` if it was not in it.
     pub fn remove(&mut self, pipeline: Pipeline, priority: i64, seq: i64) -> bool {
         let Some(levels) = self.pipelines.get_mut(&pipeline) else {
             return false;
@@ -84,10 +88,12 @@ impl QueueIndex {
         Some((ahead + within) as u64)
     }
 
+    /// Jobs queued across all pipelines: what `--max-queued` is checked against.
     pub fn total(&self) -> u64 {
         self.total
     }
 
+    /// Jobs queued for `pipeline`.
     pub fn queued_in(&self, pipeline: Pipeline) -> u64 {
         self.pipelines
             .get(&pipeline)

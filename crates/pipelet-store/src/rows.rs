@@ -15,6 +15,33 @@ fn u32_of(v: i64, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| corrupt(what, &v.to_string()))
 }
 
+/// The client's reason for a job whose stored spec this version cannot read (written by
+/// a newer or incompatible version): it is failed rather than left to block the queue.
+pub(crate) const UNREADABLE_SPEC: &str =
+    "the job's stored settings cannot be read by this server version";
+
+/// A job spec this version cannot read: why (with the stored text, for operators), and
+/// the readable stand-in the failed job keeps so that its status still reads (its prompt
+/// when that survives, the rest from [`pipelet_api::JobSpec::sample`]).
+pub(crate) struct UnreadableSpec {
+    pub detail: String,
+    pub stand_in: String,
+}
+
+/// `Some` when a stored spec cannot be read as a [`pipelet_api::JobSpec`].
+pub(crate) fn unreadable_spec(spec: &str) -> Option<UnreadableSpec> {
+    let error = serde_json::from_str::<pipelet_api::JobSpec>(spec).err()?;
+    let prompt = serde_json::from_str::<serde_json::Value>(spec)
+        .ok()
+        .and_then(|v| v.get("prompt").and_then(|p| p.as_str()).map(str::to_string))
+        .unwrap_or_default();
+    let stored: String = spec.chars().take(2000).collect();
+    Some(UnreadableSpec {
+        detail: format!("unreadable job spec: {error}; stored spec: {stored}"),
+        stand_in: serde_json::to_string(&pipelet_api::JobSpec::sample(prompt)).ok()?,
+    })
+}
+
 /// Reads a job from any backend's row of its `JOB_COLUMNS` (in both, `cancel_requested`
 /// comes back as an integer).
 pub(crate) fn job_from_row<'r, R>(row: &'r R) -> Result<JobRecord>

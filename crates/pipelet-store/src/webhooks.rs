@@ -20,14 +20,18 @@ pub const WEBHOOK_SECRET_OVERLAP_MS: i64 = 24 * 60 * 60 * 1000;
 pub enum WebhookEventType {
     /// A worker took the job.
     Acquired,
+    /// The job completed; the body carries its video by link.
     Completed,
+    /// The job failed for good; the body carries the reason.
     Failed,
+    /// The job was cancelled (queued, or stopped by a forced cancel).
     Cancelled,
     /// Re-queued after an attempt was lost (worker gone, retryable failure).
     Retried,
 }
 
 impl WebhookEventType {
+    /// Every event type: what [`WebhookEventType::parse`] goes through.
     pub const ALL: [WebhookEventType; 5] = [
         WebhookEventType::Acquired,
         WebhookEventType::Completed,
@@ -36,6 +40,7 @@ impl WebhookEventType {
         WebhookEventType::Retried,
     ];
 
+    /// The `snake_case` name: the body's `eventType` and the stored `event_type`.
     pub fn as_str(self) -> &'static str {
         match self {
             WebhookEventType::Acquired => "acquired",
@@ -46,6 +51,7 @@ impl WebhookEventType {
         }
     }
 
+    /// The type named by [`WebhookEventType::as_str`]; `None` for any other text.
     pub fn parse(s: &str) -> Option<WebhookEventType> {
         WebhookEventType::ALL.into_iter().find(|t| t.as_str() == s)
     }
@@ -60,13 +66,19 @@ impl std::fmt::Display for WebhookEventType {
 /// What the job looked like when the event happened (stored as JSON with the event).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookSnapshot {
+    /// The catalog model the job was created under.
     pub model_id: String,
+    /// The lease holder, or the last one when the transition ended the lease.
     pub worker_name: Option<String>,
+    /// When that lease ran or runs out, ms since the epoch.
     pub lease_expiry_ms: Option<i64>,
+    /// When a worker last claimed the job, ms since the epoch.
     pub acquired_at_ms: Option<i64>,
+    /// When the transition happened, ms since the epoch.
     pub updated_at_ms: i64,
     /// The client-facing reason (never the admin-only detail).
     pub error: Option<String>,
+    /// The video, for `completed`.
     pub result: Option<JobResult>,
 }
 
@@ -96,13 +108,19 @@ pub struct WebhookEvent {
     pub id: String,
     /// Outbox order (a job's events in the order they happened).
     pub seq: i64,
+    /// The job it reports on.
     pub job_id: Uuid,
+    /// The job's API key: its secrets sign the delivery.
     pub owner_key_id: String,
+    /// The job's `webhook_url` when the event was written.
     pub url: String,
+    /// What happened.
     pub event_type: WebhookEventType,
+    /// The job as of the event, so retries send the same body.
     pub snapshot: WebhookSnapshot,
     /// Delivery tries made so far.
     pub attempts: u32,
+    /// When the event was written, ms since the epoch.
     pub created_at_ms: i64,
 }
 
@@ -110,12 +128,16 @@ pub struct WebhookEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookState {
+    /// Not delivered yet; another try is due at `next_attempt_at_ms`.
     Pending,
+    /// A try got a 2xx.
     Delivered,
+    /// No more tries: a 410, or the last attempt failed.
     GaveUp,
 }
 
 impl WebhookState {
+    /// The `snake_case` name, as stored and listed.
     pub fn as_str(self) -> &'static str {
         match self {
             WebhookState::Pending => "pending",
@@ -124,6 +146,7 @@ impl WebhookState {
         }
     }
 
+    /// The state named by [`WebhookState::as_str`]; `None` for any other text.
     pub fn parse(s: &str) -> Option<WebhookState> {
         [
             WebhookState::Pending,
@@ -138,9 +161,13 @@ impl WebhookState {
 /// An event with its delivery state (`GET …/webhooks`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookEventRecord {
+    /// The event itself.
     pub event: WebhookEvent,
+    /// Where its delivery stands.
     pub state: WebhookState,
+    /// The HTTP status of the last try; `None` before one or when none answered.
     pub last_status: Option<u16>,
+    /// Why the last try failed (at most 1024 characters).
     pub last_error: Option<String>,
     /// When the next try is due (`None` once delivered or given up).
     pub next_attempt_at_ms: Option<i64>,
@@ -150,15 +177,26 @@ pub struct WebhookEventRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookAttempt {
     /// A 2xx.
-    Delivered { status: u16 },
+    Delivered {
+        /// The receiver's 2xx status.
+        status: u16,
+    },
     /// Try again at `next_at_ms`.
     Retry {
+        /// The receiver's status; `None` when it did not answer.
         status: Option<u16>,
+        /// Why it failed (kept to 1024 characters).
         error: String,
+        /// When the next try is due, ms since the epoch.
         next_at_ms: i64,
     },
     /// No more tries (410, or the last attempt failed).
-    GaveUp { status: Option<u16>, error: String },
+    GaveUp {
+        /// The receiver's status; `None` when it did not answer.
+        status: Option<u16>,
+        /// Why it failed (kept to 1024 characters).
+        error: String,
+    },
 }
 
 impl WebhookAttempt {
@@ -205,6 +243,27 @@ pub struct WebhookSecrets {
     pub current: String,
     /// The secret before the last rotation, only while that was less than 24 h ago.
     pub previous: Option<String>,
+}
+
+/// The columns [`secrets_from_row`] reads from `webhook_secrets`.
+pub(crate) const SECRET_COLUMNS: &str = "secret, previous_secret, previous_until_ms";
+
+/// Reads a key's secrets from either backend's row of [`SECRET_COLUMNS`]: the previous
+/// secret counts only until its overlap ends (`previous_until_ms`, checked at `now`).
+pub(crate) fn secrets_from_row<'r, R>(row: &'r R, now: i64) -> Result<WebhookSecrets>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let previous: Option<String> = row.try_get("previous_secret")?;
+    let until: Option<i64> = row.try_get("previous_until_ms")?;
+    Ok(WebhookSecrets {
+        current: row.try_get("secret")?,
+        previous: previous.filter(|_| until.is_some_and(|u| now < u)),
+    })
 }
 
 /// A new `whsec_…` secret from the OS-seeded CSPRNG (`ThreadRng`).

@@ -5,12 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pipelet_api::clock::now_ms;
 use pipelet_api::worker_protocol::{
-    ClaimBody, ClaimedJob, CompleteBody, FailBody, HeartbeatAnswer, HeartbeatBody, LeaseBody,
-    UploadAnswer, WORKER_API_PREFIX, WireProgress,
-};
-use pipelet_store::{
-    ClaimRequest, Failure, HeartbeatReply, JobResult, LeaseRef, ProgressUpdate, now_ms,
+    ClaimBody, ClaimRequest, ClaimedJob, CompleteBody, FailBody, Failure, HeartbeatAnswer,
+    HeartbeatBody, HeartbeatReply, LeaseBody, LeaseRef, ProgressUpdate, RenderedVideo,
+    UploadAnswer, WORKER_API_PREFIX,
 };
 use reqwest::StatusCode;
 use uuid::Uuid;
@@ -23,6 +22,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest input image accepted from the server.
 const MAX_INPUT_BYTES: usize = 64 * 1024 * 1024;
 
+/// A [`JobSource`] that calls a pipelet server's `/worker/v1` with a worker key.
 pub struct HttpSource {
     client: reqwest::Client,
     base: String,
@@ -32,6 +32,8 @@ pub struct HttpSource {
 }
 
 impl HttpSource {
+    /// A source for the server at base URL `server` (e.g. `http://gpu-queue:8080`); `key`
+    /// goes in each call's bearer token. Fails only if no HTTP client can be built.
     pub fn new(server: &str, key: &str) -> Result<Self, SourceError> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -61,7 +63,24 @@ impl HttpSource {
         self.url(&format!("/jobs/{id}/{what}"))
     }
 
+    /// Sends a call that is not about one job (the claim).
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, SourceError> {
+        self.send_as(req, false).await
+    }
+
+    /// Sends a call about one job, where a 404 means the job is gone.
+    async fn send_job(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, SourceError> {
+        self.send_as(req, true).await
+    }
+
+    async fn send_as(
+        &self,
+        req: reqwest::RequestBuilder,
+        job_route: bool,
+    ) -> Result<reqwest::Response, SourceError> {
         let response = req
             .bearer_auth(&self.key)
             .send()
@@ -71,19 +90,8 @@ impl HttpSource {
         if status.is_success() {
             return Ok(response);
         }
-        let detail = response
-            .json::<serde_json::Value>()
-            .await
-            .ok()
-            .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
-            .unwrap_or_default();
-        Err(match status {
-            StatusCode::CONFLICT | StatusCode::NOT_FOUND => SourceError::LeaseLost,
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => SourceError::Unavailable(format!(
-                "the server refused this worker's key ({status}): {detail}"
-            )),
-            _ => SourceError::Unavailable(format!("server answered {status}: {detail}")),
-        })
+        let body = response.json::<serde_json::Value>().await.ok();
+        Err(refusal(status, body.as_ref(), job_route))
     }
 
     async fn post_json(
@@ -92,7 +100,7 @@ impl HttpSource {
         what: &str,
         body: &impl serde::Serialize,
     ) -> Result<reqwest::Response, SourceError> {
-        self.send(
+        self.send_job(
             self.client
                 .post(self.job_url(id, what))
                 .timeout(CALL_TIMEOUT)
@@ -141,7 +149,7 @@ impl JobSource for HttpSource {
             model_id: job.model_id,
             pipeline: job.pipeline,
             spec: job.spec,
-            input_blob: job.has_input.then(|| "remote".to_string()),
+            has_input: job.has_input,
             attempt: job.attempt,
             heartbeat: Some(Duration::from_millis(job.heartbeat_ms.max(100))),
         }))
@@ -154,10 +162,7 @@ impl JobSource for HttpSource {
     ) -> Result<HeartbeatReply, SourceError> {
         let body = HeartbeatBody {
             lease_token: lease.token,
-            progress: progress.map(|p| WireProgress {
-                done: p.done,
-                total: p.total,
-            }),
+            progress,
         };
         let answer: HeartbeatAnswer = self
             .post_json(lease.job_id, "heartbeat", &body)
@@ -179,7 +184,7 @@ impl JobSource for HttpSource {
             job.lease.token
         );
         let response = self
-            .send(self.client.get(url).timeout(CALL_TIMEOUT))
+            .send_job(self.client.get(url).timeout(CALL_TIMEOUT))
             .await?;
         if response.content_length().unwrap_or(0) > MAX_INPUT_BYTES as u64 {
             return Err(SourceError::InvalidJob("input image too large".into()));
@@ -191,7 +196,7 @@ impl JobSource for HttpSource {
         Ok(bytes.to_vec())
     }
 
-    async fn upload_result(&self, lease: &LeaseRef, file: &Path) -> Result<String, SourceError> {
+    async fn upload_result(&self, lease: &LeaseRef, file: &Path) -> Result<(), SourceError> {
         let handle = tokio::fs::File::open(file)
             .await
             .map_err(|e| SourceError::Unavailable(format!("cannot open result: {e}")))?;
@@ -207,7 +212,7 @@ impl JobSource for HttpSource {
             lease.token
         );
         let answer: UploadAnswer = self
-            .send(
+            .send_job(
                 self.client
                     .put(url)
                     .header(reqwest::header::CONTENT_LENGTH, size)
@@ -224,18 +229,13 @@ impl JobSource for HttpSource {
                 answer.bytes
             )));
         }
-        Ok(format!("remote:{}", lease.job_id))
+        Ok(())
     }
 
-    async fn complete(&self, lease: &LeaseRef, result: &JobResult) -> Result<(), SourceError> {
+    async fn complete(&self, lease: &LeaseRef, video: &RenderedVideo) -> Result<(), SourceError> {
         let body = CompleteBody {
             lease_token: lease.token,
-            width: result.width,
-            height: result.height,
-            frames: result.frames,
-            fps: result.fps,
-            backend: result.backend.clone(),
-            run_seconds: result.run_seconds,
+            video: video.clone(),
         };
         self.post_json(lease.job_id, "complete", &body).await?;
         Ok(())
@@ -264,4 +264,32 @@ impl JobSource for HttpSource {
         self.post_json(lease.job_id, "cancelled", &body).await?;
         Ok(())
     }
+}
+
+/// What an error answer means to the worker, by its `code` (and the `lease_lost` flag
+/// the worker API sets on its conflicts): a refused key stops the worker, a lost lease
+/// drops the job, a server in trouble is retried, anything else is a refusal.
+fn refusal(status: StatusCode, body: Option<&serde_json::Value>, job_route: bool) -> SourceError {
+    let field = |name: &str| body.and_then(|b| b.get(name));
+    let detail = field("detail").and_then(|d| d.as_str()).unwrap_or_default();
+    let code = field("code").and_then(|c| c.as_str()).unwrap_or_default();
+    let lease_lost = field("lease_lost").and_then(|l| l.as_bool());
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return SourceError::Unauthorized(format!("{status}: {detail}"));
+    }
+    if code == "lease_lost" || lease_lost == Some(true) {
+        return SourceError::LeaseLost;
+    }
+    // A job route's 404 is a job that is gone (`request_not_found`, `not_found`, or an
+    // older server's bare 404).
+    if status == StatusCode::NOT_FOUND
+        && job_route
+        && matches!(code, "" | "request_not_found" | "not_found")
+    {
+        return SourceError::LeaseLost;
+    }
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return SourceError::Unavailable(format!("server answered {status}: {detail}"));
+    }
+    SourceError::Rejected(format!("server answered {status} ({code}): {detail}"))
 }

@@ -1,11 +1,11 @@
 //! The `pipelet` binary: parses the command line and hands over to the library crates.
 
 mod client;
-mod keys;
+mod keys_command;
 mod models;
 mod signals;
 mod wan_args;
-mod worker;
+mod worker_command;
 
 use std::io::IsTerminal;
 
@@ -43,7 +43,7 @@ enum Command {
     /// Run the server: the queue API, with in-process preview workers.
     Serve(ServeArgs),
     /// Run a remote worker that pulls jobs from a server over HTTP.
-    Worker(worker::WorkerArgs),
+    Worker(worker_command::WorkerArgs),
     /// Submit a request and wait for its video, showing its progress.
     Submit {
         #[command(flatten)]
@@ -83,7 +83,7 @@ enum Command {
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
-        command: keys::KeysCommand,
+        command: keys_command::KeysCommand,
     },
     /// Get and check the Wan 2.2 weights for `worker --runner wan`.
     Models {
@@ -122,7 +122,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         println!("{key}");
     }
-    println!("pipelet listening on http://{}", app.local_addr()?);
+    let scheme = if app.tls().is_some() { "https" } else { "http" };
+    println!("pipelet listening on {scheme}://{}", app.local_addr()?);
     app.run_until_stopped(signals::shutdown()).await
 }
 
@@ -132,9 +133,9 @@ async fn main() -> std::process::ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Keys { command } => keys::run(command).await,
+        Command::Keys { command } => keys_command::run(command).await,
         Command::Models { command } => models::run(command).await,
-        Command::Worker(args) => worker::run(args).await,
+        Command::Worker(args) => worker_command::run(args).await,
         Command::Submit { server, args } => client::submit(server, args).await,
         Command::Status { server, args } => client::status(server, args).await,
         Command::Cancel { server, args } => client::cancel(server, args).await,

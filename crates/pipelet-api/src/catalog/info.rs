@@ -48,7 +48,9 @@ impl ModelSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Size {
+    /// Output width in pixels.
     pub width: u32,
+    /// Output height in pixels.
     pub height: u32,
 }
 
@@ -56,8 +58,10 @@ pub struct Size {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MaxDuration {
+    /// Longest `duration`, in seconds, for 480p-class output.
     #[serde(rename = "480p")]
     pub p480: u32,
+    /// Longest `duration`, in seconds, for 720p-class output.
     #[serde(rename = "720p")]
     pub p720: u32,
 }
@@ -69,8 +73,11 @@ pub struct ModelDefaults {
     /// Only for t2v; i2v output width follows the input image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub width: Option<u32>,
+    /// Output height in pixels.
     pub height: u32,
+    /// Video length in seconds.
     pub duration: u32,
+    /// Output frame rate (frames per second); fixed, not settable per request.
     pub fps: u32,
 }
 
@@ -81,8 +88,11 @@ pub struct ModelInfo {
     /// The `model_id` of `POST /queue/{model_id}`.
     #[cfg_attr(feature = "openapi", schema(example = "wan22-fast-t2v"))]
     pub id: String,
+    /// `t2v` takes a prompt only; `i2v` also needs an input image.
     pub pipeline: Pipeline,
+    /// Short human-readable name.
     pub title: String,
+    /// What the model is for, in a sentence or two.
     pub description: String,
     /// Added to each request's own `priority`; higher tiers run sooner.
     pub tier_priority: i64,
@@ -96,6 +106,8 @@ pub struct ModelInfo {
     /// i2v: the allowed `height` values.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heights: Option<Vec<u32>>,
+    /// Longest `duration` per output class, in seconds.
     pub max_duration_s: MaxDuration,
+    /// Values used for fields a create body leaves out.
     pub defaults: ModelDefaults,
 }

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::InputError;
+use crate::error_codes::ErrorCode;
 use crate::plural;
 
 /// A short description of a JSON value for error messages ("the string \"5\"").
@@ -34,6 +35,7 @@ fn wrong_type(name: &str, expected: &str, got: &Value) -> InputError {
         name,
         format!("{name} must be {expected}; got {}", describe(got)),
     )
+    .with_code(ErrorCode::WrongType)
 }
 
 /// An optional string field, borrowed.
@@ -64,7 +66,8 @@ pub(crate) fn opt_string(
         return Err(InputError::field(
             name,
             format!("{name} is too long: {got}; the limit is {max}"),
-        ));
+        )
+        .with_code(ErrorCode::PromptTooLong));
     }
     Ok(Some(s.to_owned()))
 }
@@ -105,9 +108,10 @@ pub(crate) fn opt_dimension(
     let expected = "a whole number of pixels";
     match opt_integer(obj, name, expected)? {
         None => Ok(None),
-        Some(n) => u32::try_from(n)
-            .map(Some)
-            .map_err(|_| InputError::field(name, format!("{name} must be {expected}; got {n}"))),
+        Some(n) => u32::try_from(n).map(Some).map_err(|_| {
+            InputError::field(name, format!("{name} must be {expected}; got {n}"))
+                .with_code(ErrorCode::InvalidResolution)
+        }),
     }
 }
 

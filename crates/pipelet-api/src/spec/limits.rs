@@ -21,11 +21,17 @@ pub const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = -1000..=1000;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Limits {
+    /// Longest `prompt` / `negative_prompt`, in characters (not bytes).
     pub max_prompt_chars: usize,
+    /// Largest input image file in bytes, once base64-decoded.
     pub max_image_bytes: usize,
+    /// Most pixels (width x height) an input image may have.
     pub max_image_pixels: u64,
+    /// Longest side of an input image, in pixels.
     pub max_image_side: u32,
+    /// Longest side of an i2v output, in pixels; larger outputs are scaled down.
     pub max_output_side: u32,
+    /// Most elongated input image accepted (long side / short side).
     pub max_aspect_ratio: f64,
 }
 

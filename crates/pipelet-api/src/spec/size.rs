@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use super::{InputError, fields};
 use crate::catalog::{DEFAULT_T2V_SIZE, allowed_i2v_heights, allowed_t2v_sizes};
+use crate::error_codes::ErrorCode;
 
 fn t2v_sizes_text() -> String {
     let sizes: Vec<String> = allowed_t2v_sizes()
@@ -43,7 +44,8 @@ pub fn t2v_size(width: Option<u32>, height: Option<u32>) -> Result<(u32, u32), I
                 "{what} is not supported for text-to-video; use one of {}",
                 t2v_sizes_text()
             ),
-        )),
+        )
+        .with_code(ErrorCode::InvalidResolution)),
         several => {
             let list: Vec<String> = several.iter().map(|(w, h)| format!("{w}x{h}")).collect();
             Err(InputError::field(
@@ -52,7 +54,8 @@ pub fn t2v_size(width: Option<u32>, height: Option<u32>) -> Result<(u32, u32), I
                     "{what} matches several sizes ({}); give both width and height",
                     list.join(", ")
                 ),
-            ))
+            )
+            .with_code(ErrorCode::InvalidResolution))
         }
     }
 }
@@ -77,7 +80,8 @@ pub(crate) fn i2v_height_field(
              it follows the image's aspect ratio)",
             list.join(" or ")
         ),
-    ))
+    )
+    .with_code(ErrorCode::InvalidResolution))
 }
 
 /// The i2v output size for an `img_w` x `img_h` image at height class `target_h`.

@@ -12,10 +12,14 @@ pub struct RequestSummary {
         feature = "openapi",
         schema(example = "9b2f5d1e-3c4a-4e8b-a1f0-5d6c7b8a9e01")
     )]
+    /// The id `POST /queue/{model_id}` returned.
     pub request_id: String,
+    /// The model the request was sent to.
     #[cfg_attr(feature = "openapi", schema(example = "wan22-fast-t2v"))]
     pub model_id: String,
+    /// The status now, as `GET .../status` would report it.
     pub status: JobStatus,
+
     /// When the request was created (RFC 3339, UTC).
     #[cfg_attr(feature = "openapi", schema(example = "2026-01-01T12:00:00.000Z"))]
     pub created_at: String,

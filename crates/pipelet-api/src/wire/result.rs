@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResultResponse {
+    /// The finished video.
     pub video: VideoResult,
 }
 
@@ -37,10 +38,13 @@ pub struct VideoResult {
     /// Always `video/mp4`.
     #[cfg_attr(feature = "openapi", schema(example = "video/mp4"))]
     pub content_type: String,
+    /// `{request_id}.mp4`.
     pub file_name: String,
     /// Size of the MP4 in bytes (before base64).
     pub file_size: u64,
+    /// Pixels across.
     pub width: u32,
+    /// Pixels down.
     pub height: u32,
     /// Frames per second (16).
     pub fps: u32,

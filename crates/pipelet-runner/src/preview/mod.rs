@@ -39,6 +39,7 @@ const MAX_SHORT_SIDE: u32 = 2160;
 pub struct PreviewRunner;
 
 impl PreviewRunner {
+    /// The preview runner; it holds no state, so any number may run at once.
     pub fn new() -> Self {
         Self
     }

@@ -20,13 +20,16 @@ pub struct PipelineSource {
     pub loras: Vec<LoraSpec>,
 }
 
+/// How to start and configure the Wan runner's Python process.
 #[derive(Debug, Clone)]
 pub struct WanConfig {
     /// The Python interpreter with `runners/wan/requirements.txt` installed.
     pub python: PathBuf,
     /// The folder holding the `pipelet_wan` package (put on `PYTHONPATH`).
     pub runner_dir: PathBuf,
+    /// Text-to-video weights; `None`: this runner does not serve t2v.
     pub t2v: Option<PipelineSource>,
+    /// Image-to-video weights; `None`: this runner does not serve i2v.
     pub i2v: Option<PipelineSource>,
     /// Extra arguments for `python -m pipelet_wan` (`--offload model`, `--fp8`, ...).
     pub runner_args: Vec<String>,
@@ -38,6 +41,8 @@ pub struct WanConfig {
 }
 
 impl WanConfig {
+    /// A config with no pipelines yet (set `t2v`/`i2v`), no extra arguments and a
+    /// 300 s ready timeout.
     pub fn new(python: impl Into<PathBuf>, runner_dir: impl Into<PathBuf>) -> Self {
         Self {
             python: python.into(),

@@ -39,6 +39,8 @@ pub struct WanRunner {
 }
 
 impl WanRunner {
+    /// A runner for `config`; its Python process starts on the first job, or at
+    /// [`WanRunner::start`].
     pub fn new(config: WanConfig) -> Self {
         Self {
             config,

@@ -4,11 +4,14 @@
 //! person try each operation. Neither needs a key; the page asks for one to try calls
 //! and keeps it where the playground does.
 
-use axum::http::{HeaderName, header};
+use std::sync::LazyLock;
+
+use axum::http::header;
 use axum::response::IntoResponse;
 
-/// The page itself (`crates/pipelet-server/assets/docs.html`).
-pub const PAGE: &str = include_str!("../../assets/docs.html");
+/// The page itself (`crates/pipelet-server/assets/docs.html`, with `page.css`).
+pub static PAGE: LazyLock<String> =
+    LazyLock::new(|| super::with_shared_css(include_str!("../../assets/docs.html")));
 
 /// As the playground's: this origin only, nothing loaded from elsewhere, never framed.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
@@ -50,13 +53,5 @@ pub async fn openapi_json() -> impl IntoResponse {
     security(()),
 )]
 pub async fn page() -> impl IntoResponse {
-    let headers: [(HeaderName, &str); 6] = [
-        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-        (header::CACHE_CONTROL, "no-cache"),
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-    ];
-    (headers, PAGE)
+    super::html_page(CONTENT_SECURITY_POLICY, PAGE.as_str())
 }

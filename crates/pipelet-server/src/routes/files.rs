@@ -7,9 +7,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use pipelet_api::wire::ErrorBody;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use utoipa::IntoParams;
+use utoipa::{IntoParams, IntoResponses};
 use uuid::Uuid;
 
 use crate::auth::Principal;
@@ -168,7 +169,10 @@ async fn serve_mp4(
             return Ok((
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 headers,
-                axum::Json(serde_json::json!({ "detail": detail })),
+                axum::Json(serde_json::json!({
+                    "detail": detail,
+                    "code": pipelet_api::ErrorCode::RangeNotSatisfiable,
+                })),
             )
                 .into_response());
         }
@@ -183,6 +187,33 @@ async fn serve_mp4(
         .await
         .map_err(|e| unreadable(job, result, e))?;
     Ok((status, headers, Body::from_stream(bytes)).into_response())
+}
+
+/// The answers both MP4 downloads share (the link and the keyed route): the file, a
+/// range of it, not modified, expired, or a range past its end.
+#[derive(IntoResponses)]
+#[allow(dead_code, reason = "only its OpenAPI description is used")]
+pub enum Mp4Responses {
+    /// The MP4.
+    #[response(status = 200, content_type = "video/mp4",
+        headers(("Content-Length" = u64), ("ETag" = String),
+            ("Accept-Ranges" = String, description = "`bytes`")))]
+    Whole(Vec<u8>),
+    /// The requested range of the MP4.
+    #[response(status = 206, content_type = "video/mp4",
+        headers(("Content-Range" = String, description = "`bytes a-b/size`"),
+            ("Content-Length" = u64), ("ETag" = String)))]
+    Part(Vec<u8>),
+    /// `If-None-Match` names the current `ETag`.
+    #[response(status = 304)]
+    NotModified,
+    /// The result expired under the server's retention (`--result-ttl`).
+    #[response(status = 410)]
+    Expired(ErrorBody),
+    /// The range starts past the end of the video.
+    #[response(status = 416,
+        headers(("Content-Range" = String, description = "`bytes */size`")))]
+    RangeNotSatisfiable(ErrorBody),
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -210,24 +241,12 @@ pub struct LinkQuery {
         ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or \
             `bytes=-n` (the last n bytes).")),
     responses(
-        (status = 200, description = "The MP4.", content_type = "video/mp4", body = Vec<u8>,
-            headers(("Content-Length" = u64), ("ETag" = String),
-                ("Accept-Ranges" = String, description = "`bytes`"))),
-        (status = 206, description = "The requested range of the MP4.",
-            content_type = "video/mp4", body = Vec<u8>,
-            headers(("Content-Range" = String, description = "`bytes a-b/size`"),
-                ("Content-Length" = u64), ("ETag" = String))),
-        (status = 304, description = "`If-None-Match` names the current `ETag`."),
+        Mp4Responses,
         (status = 403, description = "The link expired, or its signature is invalid (it \
             was changed); fetch the result again for a fresh one.",
             body = pipelet_api::wire::ErrorBody),
         (status = 404, description = "Not a result link, or the request no longer exists.",
             body = pipelet_api::wire::ErrorBody),
-        (status = 410, description = "The result expired under the server's retention \
-            (`--result-ttl`).", body = pipelet_api::wire::ErrorBody),
-        (status = 416, description = "The range starts past the end of the video.",
-            body = pipelet_api::wire::ErrorBody,
-            headers(("Content-Range" = String, description = "`bytes */size`"))),
     ),
     // The signature in the link is the authorization.
     security(()),
@@ -283,28 +302,10 @@ pub async fn download(
         ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or \
             `bytes=-n` (the last n bytes).")),
     responses(
-        (status = 200, description = "The MP4.", content_type = "video/mp4", body = Vec<u8>,
-            headers(("Content-Length" = u64), ("ETag" = String),
-                ("Accept-Ranges" = String, description = "`bytes`"))),
-        (status = 206, description = "The requested range of the MP4.",
-            content_type = "video/mp4", body = Vec<u8>,
-            headers(("Content-Range" = String, description = "`bytes a-b/size`"),
-                ("Content-Length" = u64), ("ETag" = String))),
-        (status = 304, description = "`If-None-Match` names the current `ETag`."),
-        (status = 401, description = "Missing, malformed or unknown API key.",
-            body = pipelet_api::wire::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
-        (status = 403, description = "A worker key: worker keys can only use the worker API.",
-            body = pipelet_api::wire::ErrorBody),
-        (status = 404, description = "No request with this id under this model that this key \
-            may see.", body = pipelet_api::wire::ErrorBody),
+        Mp4Responses,
+        crate::openapi::RequestErrors,
         (status = 409, description = "The request is not `COMPLETED`: the body has its status \
             (and for `FAILED` the reason).", body = crate::openapi::ResultNotReady),
-        (status = 410, description = "The result expired under the server's retention \
-            (`--result-ttl`).", body = pipelet_api::wire::ErrorBody),
-        (status = 416, description = "The range starts past the end of the video.",
-            body = pipelet_api::wire::ErrorBody,
-            headers(("Content-Range" = String, description = "`bytes */size`"))),
     ),
     security(("bearer" = [])),
 )]

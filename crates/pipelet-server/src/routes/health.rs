@@ -43,7 +43,11 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "detail": format!("store: {e}") })),
+            Json(json!({
+                "status": "unavailable",
+                "detail": format!("store: {e}"),
+                "code": pipelet_api::ErrorCode::Unavailable,
+            })),
         ),
     }
 }

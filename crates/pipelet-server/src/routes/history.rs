@@ -164,13 +164,9 @@ fn summary(job: &JobRecord, base: &BaseUrl) -> RequestSummary {
     params(HistoryQuery),
     responses(
         (status = 200, description = "A page of requests, newest first.", body = RequestList),
+        crate::openapi::KeyErrors,
         (status = 400, description = "A malformed query (e.g. a parameter given twice).",
             body = pipelet_api::wire::ErrorBody),
-        (status = 401, description = "Missing, malformed or unknown API key.",
-            body = pipelet_api::wire::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
-        (status = 403, description = "A worker key, or `key_name` with a key that is not an \
-            admin key.", body = pipelet_api::wire::ErrorBody),
         (status = 422, description = "A bad `limit`, `status`, `model_id` or `cursor`: \
             `field` names it and `detail` says what is allowed.",
             body = pipelet_api::wire::ErrorBody),

@@ -6,8 +6,8 @@
 use axum::Json;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use pipelet_api::ModelSpec;
 use pipelet_api::wire::CreateResponse;
+use pipelet_api::{ErrorCode, ModelSpec};
 use pipelet_store::{
     CreateOutcome, IDEMPOTENCY_WINDOW_MS, Idempotency, MAX_IDEMPOTENCY_KEY_LEN, now_ms,
 };
@@ -38,18 +38,21 @@ pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         )
     })?;
     if key.is_empty() {
-        return Err(ApiError::Unprocessable(
+        return Err(ApiError::coded(
+            ErrorCode::InvalidIdempotencyKey,
             "the Idempotency-Key header is empty; send a unique value such as a UUID, or leave \
-             the header out"
-                .into(),
+             the header out",
         ));
     }
     if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-        return Err(ApiError::Unprocessable(format!(
-            "the Idempotency-Key header is {} characters long; at most {MAX_IDEMPOTENCY_KEY_LEN} \
-             are allowed",
-            key.len()
-        )));
+        return Err(ApiError::coded(
+            ErrorCode::InvalidIdempotencyKey,
+            format!(
+                "the Idempotency-Key header is {} characters long; at most \
+                 {MAX_IDEMPOTENCY_KEY_LEN} are allowed",
+                key.len()
+            ),
+        ));
     }
     Ok(Some(key.to_string()))
 }
@@ -89,11 +92,11 @@ pub async fn answer(
     let id = match outcome {
         CreateOutcome::Replayed(id) => id,
         CreateOutcome::Mismatch => {
-            return Err(ApiError::Unprocessable(
+            return Err(ApiError::coded(
+                ErrorCode::IdempotencyKeyReused,
                 "this Idempotency-Key was already used (within the last 24 hours) for a \
                  different request: another body or model. Send a new Idempotency-Key for a \
-                 new request"
-                    .into(),
+                 new request",
             ));
         }
         CreateOutcome::Created(job) => {
@@ -105,6 +108,7 @@ pub async fn answer(
     };
     let Some((job, position)) = state.store.job_status(id).await? else {
         return Err(ApiError::Conflict {
+            code: ErrorCode::IdempotentRequestDeleted,
             detail: "the request made earlier with this Idempotency-Key no longer exists (it \
                      was deleted); send a new Idempotency-Key to create it again"
                 .into(),

@@ -6,11 +6,13 @@
 //! strict Content-Security-Policy: it may talk to this server only, load nothing from
 //! elsewhere, and not be framed.
 
-use axum::http::{HeaderName, header};
+use std::sync::LazyLock;
+
 use axum::response::IntoResponse;
 
-/// The page itself (`crates/pipelet-server/assets/playground.html`).
-pub const PAGE: &str = include_str!("../../assets/playground.html");
+/// The page itself (`crates/pipelet-server/assets/playground.html`, with `page.css`).
+pub static PAGE: LazyLock<String> =
+    LazyLock::new(|| super::with_shared_css(include_str!("../../assets/playground.html")));
 
 /// Everything the page needs is inline or from this origin; videos and image previews
 /// are `blob:` and `data:` URLs made in the page.
@@ -31,14 +33,5 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-in
     security(()),
 )]
 pub async fn page() -> impl IntoResponse {
-    let headers: [(HeaderName, &str); 6] = [
-        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-        // Revalidate so an upgraded server serves its own page at once.
-        (header::CACHE_CONTROL, "no-cache"),
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-    ];
-    (headers, PAGE)
+    super::html_page(CONTENT_SECURITY_POLICY, PAGE.as_str())
 }

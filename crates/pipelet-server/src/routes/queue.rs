@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use pipelet_api::wire::CreateResponse;
 use pipelet_api::{ModelSpec, Pipeline, ValidatedCreate, validate_create};
 use pipelet_store::blob::Blobs;
-use pipelet_store::{CancelOutcome, CreateOutcome, JobRecord, NewJob, now_ms};
+use pipelet_store::{CancelOutcome, CreateOutcome, Created, JobRecord, NewJob, now_ms};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
@@ -37,10 +37,13 @@ fn model<'a>(state: &'a AppState, model_id: &str) -> Result<&'a ModelSpec, ApiEr
             .iter()
             .map(|m| m.id.as_str())
             .collect();
-        ApiError::NotFound(format!(
-            "unknown model '{model_id}'; available models: {}",
-            known.join(", ")
-        ))
+        ApiError::coded(
+            pipelet_api::ErrorCode::UnknownModel,
+            format!(
+                "unknown model '{model_id}'; available models: {}",
+                known.join(", ")
+            ),
+        )
     })
 }
 
@@ -128,14 +131,10 @@ async fn validate(
                 ("Idempotent-Replayed" = String, description = "`true` when this answers an \
                 earlier create with the same `Idempotency-Key` (nothing new was created); \
                 absent otherwise."))),
+        crate::openapi::KeyErrors,
         (status = 400, description = "The body is empty, unreadable or not JSON; the \
             `Idempotency-Key` header is sent twice or is not visible ASCII text; or \
             `fal_webhook` is given twice.",
-            body = pipelet_api::wire::ErrorBody),
-        (status = 401, description = "Missing, malformed or unknown API key.",
-            body = pipelet_api::wire::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
-        (status = 403, description = "A worker key: worker keys can only use the worker API.",
             body = pipelet_api::wire::ErrorBody),
         (status = 404, description = "Unknown model; `detail` lists the available ones.",
             body = pipelet_api::wire::ErrorBody),
@@ -187,6 +186,7 @@ pub async fn create(
     let validated = validate(&state, model, body).await?;
     if state.store.queued_total() >= state.config.max_queued {
         return Err(ApiError::TooManyRequests {
+            code: pipelet_api::ErrorCode::QueueFull,
             detail: format!(
                 "the queue is full ({} waiting); try again later",
                 pipelet_api::plural(state.config.max_queued, "job", "jobs")
@@ -214,15 +214,13 @@ pub async fn create(
         MIN_REQUEST_PRIORITY,
         principal.key.max_priority.max(MIN_REQUEST_PRIORITY),
     );
-    let spec = serde_json::to_value(&validated.spec)
-        .map_err(|e| ApiError::Internal(format!("cannot serialize job spec: {e}")))?;
     let new_job = NewJob {
         id,
         model_id: model.id.clone(),
         pipeline: model.pipeline,
         owner_key_id: principal.key.id.clone(),
         priority: model.priority + requested,
-        spec,
+        spec: validated.spec,
         input_blob: input_blob.clone(),
         max_attempts: state.config.max_attempts,
         webhook_url,
@@ -235,8 +233,8 @@ pub async fn create(
             .map(CreateOutcome::Created),
         Some(idem) => state.store.create_job_idempotent(new_job, idem).await,
     };
-    let job = match created {
-        Ok(CreateOutcome::Created(job)) => job,
+    let Created { job, position } = match created {
+        Ok(CreateOutcome::Created(created)) => created,
         Ok(other) => {
             // Nothing was created, so nothing points at the image just stored.
             if let Some(key) = input_blob {
@@ -248,20 +246,12 @@ pub async fn create(
             // No job points at the image, so it must not linger — unless the connection
             // broke mid-call, when the commit may have happened and only its answer was
             // lost: an orphan image is cheaper than a committed job without its input.
-            let maybe_committed =
-                matches!(&e, pipelet_store::StoreError::Database(sqlx::Error::Io(_)));
-            if let Some(key) = input_blob.filter(|_| !maybe_committed) {
+            if let Some(key) = input_blob.filter(|_| !e.may_have_committed()) {
                 let _ = state.blobs.delete(&key).await;
             }
             return Err(state.disk.create_failed(e));
         }
     };
-    let position = state
-        .store
-        .job_status(job.id)
-        .await?
-        .and_then(|(_, p)| p)
-        .unwrap_or(0);
     tracing::info!(id = %job.id, model = %job.model_id, priority = job.priority, position, "request queued");
     let created = CreateResponse {
         request_id: id.to_string(),
@@ -299,7 +289,8 @@ pub struct StatusQuery {
     logs: Option<String>,
 }
 
-fn truthy(v: &Option<String>) -> bool {
+/// Whether a flag in the query is on: `1`, `true` or `yes`.
+pub(crate) fn truthy(v: &Option<String>) -> bool {
     matches!(v.as_deref(), Some("1" | "true" | "yes"))
 }
 
@@ -320,15 +311,9 @@ fn truthy(v: &Option<String>) -> bool {
             body = pipelet_api::wire::StatusResponse,
             headers(("x-fal-request-id" = String, description = "The request's id (fal's \
                 clients read `requestId` from it)."))),
+        crate::openapi::RequestErrors,
         (status = 400, description = "A malformed query (e.g. `logs` given twice).",
             body = pipelet_api::wire::ErrorBody),
-        (status = 401, description = "Missing, malformed or unknown API key.",
-            body = pipelet_api::wire::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
-        (status = 403, description = "A worker key: worker keys can only use the worker API.",
-            body = pipelet_api::wire::ErrorBody),
-        (status = 404, description = "No request with this id under this model that this key \
-            may see.", body = pipelet_api::wire::ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -341,17 +326,31 @@ pub async fn status(
 ) -> Result<Response, ApiError> {
     let (job, position) = visible_job(&state, &principal, &model_id, &id).await?;
     let viewer = status_view::Viewer::of(&principal);
+    let body = status_body(&state, &job, position, &base, truthy(&query.logs), viewer);
+    Ok(([(FAL_REQUEST_ID, job.id.to_string())], Json(body)).into_response())
+}
+
+/// The status JSON of `job` as of now, with its retention notes: what the status
+/// endpoint answers and each status event of the live stream carries.
+pub(crate) fn status_body(
+    state: &AppState,
+    job: &JobRecord,
+    position: Option<u64>,
+    base: &BaseUrl,
+    with_logs: bool,
+    viewer: status_view::Viewer,
+) -> pipelet_api::wire::StatusResponse {
     let mut body = status_view::status_response(
-        &job,
+        job,
         position,
-        &base,
-        truthy(&query.logs),
+        base,
+        with_logs,
         now_ms(),
         viewer,
         &state.metrics.eta,
     );
-    crate::retention::annotate(&mut body.status_messages, &job, &state.config);
-    Ok(([(FAL_REQUEST_ID, job.id.to_string())], Json(body)).into_response())
+    crate::retention::annotate(&mut body.status_messages, job, &state.config);
+    body
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -377,14 +376,8 @@ pub struct CancelQuery {
         (status = 204, description = "Cancelled (or it already was)."),
         (status = 202, description = "`?force=true` on a running request: its worker was told \
             to stop; the request ends `CANCELLED`.", body = crate::openapi::CancelAccepted),
+        crate::openapi::RequestErrors,
         (status = 400, description = "A malformed query.", body = pipelet_api::wire::ErrorBody),
-        (status = 401, description = "Missing, malformed or unknown API key.",
-            body = pipelet_api::wire::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
-        (status = 403, description = "A worker key: worker keys can only use the worker API.",
-            body = pipelet_api::wire::ErrorBody),
-        (status = 404, description = "No request with this id under this model that this key \
-            may see.", body = pipelet_api::wire::ErrorBody),
         (status = 409, description = "The request has started (without `?force`) or already \
             finished; `status` says which.", body = pipelet_api::wire::ErrorBody),
     ),
@@ -420,6 +413,7 @@ pub async fn cancel(
                     .to_string()
             };
             Err(ApiError::Conflict {
+                code: pipelet_api::ErrorCode::NotCancellable,
                 detail,
                 body: json!({ "status": status }),
             })
@@ -444,13 +438,7 @@ pub async fn cancel(
         (status = 200, description = "The video.", body = pipelet_api::wire::ResultResponse,
             headers(("x-fal-request-id" = String, description = "The request's id (fal's \
                 clients read `requestId` from it)."))),
-        (status = 401, description = "Missing, malformed or unknown API key.",
-            body = pipelet_api::wire::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
-        (status = 403, description = "A worker key: worker keys can only use the worker API.",
-            body = pipelet_api::wire::ErrorBody),
-        (status = 404, description = "No request with this id under this model that this key \
-            may see.", body = pipelet_api::wire::ErrorBody),
+        crate::openapi::RequestErrors,
         (status = 409, description = "The request is not `COMPLETED`: the body has its status \
             (and for `FAILED` the reason).", body = crate::openapi::ResultNotReady),
         (status = 410, description = "The request is `COMPLETED` but its result has expired \
@@ -510,7 +498,11 @@ pub(crate) fn completed_result<'a>(
         if let Some(p) = position {
             body["queue_position"] = json!(p);
         }
-        return Err(ApiError::Conflict { detail, body });
+        return Err(ApiError::Conflict {
+            code: pipelet_api::ErrorCode::NotCompleted,
+            detail,
+            body,
+        });
     };
     Ok(result)
 }

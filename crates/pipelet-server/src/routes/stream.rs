@@ -43,7 +43,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use futures::StreamExt;
-use pipelet_store::{JobRecord, now_ms};
+use pipelet_store::JobRecord;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -151,6 +151,7 @@ async fn status_stream(
     let permit = slots
         .try_acquire_owned()
         .map_err(|_| ApiError::TooManyRequests {
+            code: pipelet_api::ErrorCode::RateLimited,
             detail: format!(
                 "too many live status streams are open ({limit}); poll the status URL \
                  instead, or try the stream again later"
@@ -162,7 +163,7 @@ async fn status_stream(
         state,
         base,
         viewer: status_view::Viewer::of(&principal),
-        with_logs: matches!(query.logs.as_deref(), Some("1" | "true" | "yes")),
+        with_logs: queue::truthy(&query.logs),
         pending: Some((job, position)),
         last: None,
         first: true,
@@ -236,16 +237,14 @@ impl Watch {
                     }
                 }
             };
-            let mut response = status_view::status_response(
+            let response = queue::status_body(
+                &self.state,
                 &job,
                 position,
                 &self.base,
                 self.with_logs,
-                now_ms(),
                 self.viewer,
-                &self.state.metrics.eta,
             );
-            crate::retention::annotate(&mut response.status_messages, &job, &self.state.config);
             let mut value = match serde_json::to_value(&response) {
                 Ok(value) => value,
                 Err(e) => {

@@ -43,6 +43,7 @@ async fn streams_beyond_the_limit_get_429_until_one_closes() {
             name: "stream-limit".into(),
             role: Role::Client,
             max_priority: 0,
+            expires_at_ms: None,
         })
         .await
         .expect("key");

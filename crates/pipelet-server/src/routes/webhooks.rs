@@ -168,11 +168,7 @@ pub struct WebhookEventsResponse {
     operation_id = "webhook_secret",
     responses(
         (status = 200, description = "The key's current secret.", body = SecretResponse),
-        (status = 401, description = "Missing, malformed or unknown API key.",
-            body = pipelet_api::wire::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
-        (status = 403, description = "A worker key: worker keys can only use the worker API.",
-            body = pipelet_api::wire::ErrorBody),
+        crate::openapi::KeyErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -203,11 +199,7 @@ pub async fn secret(
     responses(
         (status = 200, description = "The new secret and when the previous one stops \
             signing.", body = RotateResponse),
-        (status = 401, description = "Missing, malformed or unknown API key.",
-            body = pipelet_api::wire::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
-        (status = 403, description = "A worker key: worker keys can only use the worker API.",
-            body = pipelet_api::wire::ErrorBody),
+        crate::openapi::KeyErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -242,13 +234,7 @@ pub async fn rotate(
     responses(
         (status = 200, description = "The request's webhook events.",
             body = WebhookEventsResponse),
-        (status = 401, description = "Missing, malformed or unknown API key.",
-            body = pipelet_api::wire::ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"pipelet\"`"))),
-        (status = 403, description = "A worker key: worker keys can only use the worker API.",
-            body = pipelet_api::wire::ErrorBody),
-        (status = 404, description = "No request with this id under this model that this key \
-            may see.", body = pipelet_api::wire::ErrorBody),
+        crate::openapi::RequestErrors,
     ),
     security(("bearer" = [])),
 )]

@@ -26,7 +26,9 @@ const MAX_ERROR_SNIPPET: usize = 200;
 /// What a delivery needs besides the event.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Deliver to loopback and private addresses too (`--webhook-allow-private`).
     pub allow_private: bool,
+    /// The attempt that fails past this many gives up (`--webhook-max-attempts`, ≥ 1).
     pub max_attempts: u32,
     /// The wait before the first retry; later ones grow by [`BACKOFF_FACTOR`].
     pub retry_base: Duration,
@@ -54,7 +56,14 @@ fn next_at(now_ms: i64, settings: &Settings, attempts: u32) -> i64 {
 /// The result of one HTTP exchange, before the retry policy.
 #[derive(Debug)]
 pub enum Exchange {
-    Status { status: u16, snippet: String },
+    /// The receiver answered.
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// Up to 200 characters of the body, control characters removed, for `last_error`.
+        snippet: String,
+    },
+    /// No answer (invalid or refused URL, DNS, connect, timeout): why, in words.
     Error(String),
 }
 

@@ -9,7 +9,6 @@
 //! `--public-url` whenever receivers reach the server under another name (a proxy, a
 //! wildcard listen address such as `0.0.0.0`).
 
-use pipelet_api::wire::VIDEO_CONTENT_TYPE;
 use pipelet_store::{JobResult, WebhookEvent, WebhookEventType};
 use serde::Serialize;
 
@@ -19,16 +18,27 @@ use crate::state::AppState;
 /// The `video` of a `completed` event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WebhookVideo {
+    /// The download link (never the video inline, whatever `--result-data-uri` says).
     pub data_uri: String,
+    /// The download link again, under the public service's other name for it.
     pub data_url: String,
+    /// The download link: it works for `--result-url-ttl` from this attempt on.
     pub url: String,
+    /// Always `video/mp4`.
     pub content_type: String,
+    /// `{job_id}.mp4`.
     pub file_name: String,
+    /// The MP4's size in bytes.
     pub file_size: u64,
+    /// Frame width in pixels.
     pub width: u32,
+    /// Frame height in pixels.
     pub height: u32,
+    /// Frames per second.
     pub fps: u32,
+    /// Frames in the video.
     pub num_frames: u32,
+    /// Seconds: `num_frames / fps`.
     pub duration: f64,
 }
 
@@ -36,16 +46,27 @@ pub struct WebhookVideo {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookBody {
+    /// `acquired`, `completed`, `failed`, `cancelled` or `retried`.
     pub event_type: &'static str,
+    /// The request id the create answered with.
     pub job_id: String,
+    /// The model id the job was created under.
     pub queue_name: String,
+    /// The worker holding (or last holding) the job; `None` if none ever claimed it.
     pub worker_name: Option<String>,
+    /// Ms since the epoch when the job's lease runs out (or ran out, for an event that
+    /// ended it); `None` if it never had one.
     pub lease_expiry: Option<i64>,
+    /// Ms since the epoch when a worker last claimed the job; `None` if never.
     pub acquired_at: Option<i64>,
+    /// Ms since the epoch of the state change this event reports.
     pub updated_at: i64,
+    /// Where this body is sent: the job's `webhook_url`.
     pub webhook_url: String,
+    /// `completed` only: the video, by link.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub video: Option<WebhookVideo>,
+    /// `failed` only: the failure reason (empty if none was recorded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -54,24 +75,31 @@ pub struct WebhookBody {
 pub fn base_url(config: &Config) -> String {
     match &config.public_url {
         Some(url) => url.clone(),
-        None => format!("http://{}", config.listen),
+        None => format!("{}://{}", config.scheme(), config.listen),
     }
 }
 
 /// The `video` of a completed job, with `link` as its download link.
 pub fn video(event: &WebhookEvent, result: &JobResult, link: String) -> WebhookVideo {
+    let v = crate::result_body::video_result(
+        event.job_id,
+        result,
+        result.bytes,
+        link.clone(),
+        link.clone(),
+    );
     WebhookVideo {
-        data_uri: link.clone(),
+        data_uri: v.data_uri,
         data_url: link.clone(),
         url: link,
-        content_type: VIDEO_CONTENT_TYPE.into(),
-        file_name: format!("{}.mp4", event.job_id),
-        file_size: result.bytes,
-        width: result.width,
-        height: result.height,
-        fps: result.fps,
-        num_frames: result.frames,
-        duration: f64::from(result.frames) / f64::from(result.fps.max(1)),
+        content_type: v.content_type,
+        file_name: v.file_name,
+        file_size: v.file_size,
+        width: v.width,
+        height: v.height,
+        fps: v.fps,
+        num_frames: v.num_frames,
+        duration: v.duration,
     }
 }
 
@@ -159,12 +187,14 @@ mod tests {
                 result: Some(JobResult {
                     blob: "results/x".into(),
                     bytes: 1234,
-                    width: 64,
-                    height: 48,
-                    frames: 10,
-                    fps: 5,
-                    backend: "preview".into(),
-                    run_seconds: 1.0,
+                    video: pipelet_store::RenderedVideo {
+                        width: 64,
+                        height: 48,
+                        frames: 10,
+                        fps: 5,
+                        backend: "preview".into(),
+                        run_seconds: 1.0,
+                    },
                 }),
             },
             attempts: 0,

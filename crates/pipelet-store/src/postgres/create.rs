@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use pipelet_api::clock::{Clock, SharedClock};
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
 use tokio::sync::mpsc;
@@ -14,16 +15,17 @@ use uuid::Uuid;
 use super::gauge::QueuedGauge;
 use super::rows::{JOB_COLUMNS, job_from_row, opt_text, text};
 use super::{JOBS_CHANNEL, MAX_CREATE_BATCH, PendingCreate};
-use crate::{CreateOutcome, Idempotency, JobRecord, NewJob, Result, StoreError, now_ms};
+use crate::{CreateOutcome, Created, Idempotency, NewJob, Result, StoreError};
 
 pub(super) async fn run_create_batches(
     mut rx: mpsc::Receiver<PendingCreate>,
     pool: PgPool,
     gauge: Arc<QueuedGauge>,
+    clock: SharedClock,
 ) {
     let mut batch = Vec::with_capacity(MAX_CREATE_BATCH);
     while rx.recv_many(&mut batch, MAX_CREATE_BATCH).await > 0 {
-        let now = now_ms();
+        let now = clock.now_ms();
         let jobs: Vec<&NewJob> = batch.iter().map(|(job, _)| job).collect();
         let results = match insert_all(&pool, &gauge, &jobs, now).await {
             Ok(mut by_id) => jobs
@@ -60,13 +62,13 @@ async fn insert_all(
     gauge: &QueuedGauge,
     jobs: &[&NewJob],
     now: i64,
-) -> Result<HashMap<Uuid, JobRecord>> {
+) -> Result<HashMap<Uuid, Created>> {
     let write = gauge.write();
     let mut tx = pool.begin().await?;
     let records = insert_in(&mut tx, jobs, now).await?;
     tx.commit().await?;
     write.commit(records.len() as i64);
-    Ok(records.into_iter().map(|r| (r.id, r)).collect())
+    Ok(records.into_iter().map(|r| (r.job.id, r)).collect())
 }
 
 /// A create with an `Idempotency-Key`, in a transaction of its own rather than in a
@@ -80,11 +82,12 @@ async fn insert_all(
 /// exactly one job. An entry older than `not_before_ms` is taken over by the update.
 pub(super) async fn create_idempotent(
     pool: &PgPool,
+    clock: &dyn Clock,
     gauge: &QueuedGauge,
     job: &NewJob,
     idem: &Idempotency,
 ) -> Result<CreateOutcome> {
-    let now = now_ms();
+    let now = clock.now_ms();
     let write = gauge.write();
     let mut tx = pool.begin().await?;
     let claimed = sqlx::query(
@@ -141,8 +144,9 @@ pub(super) async fn purge_idempotency_keys(pool: &PgPool, older_than_ms: i64) ->
     Ok(done.rows_affected())
 }
 
-/// Inserts `jobs` (seqs in their order) and notifies, in the caller's transaction.
-async fn insert_in(conn: &mut PgConnection, jobs: &[&NewJob], now: i64) -> Result<Vec<JobRecord>> {
+/// Inserts `jobs` (seqs in their order) and notifies, in the caller's transaction;
+/// answers each with its queue position as that transaction sees it.
+async fn insert_in(conn: &mut PgConnection, jobs: &[&NewJob], now: i64) -> Result<Vec<Created>> {
     let mut specs = Vec::with_capacity(jobs.len());
     for job in jobs {
         specs.push(
@@ -192,5 +196,29 @@ async fn insert_in(conn: &mut PgConnection, jobs: &[&NewJob], now: i64) -> Resul
         .bind(JOBS_CHANNEL)
         .execute(&mut *conn)
         .await?;
-    rows.iter().map(job_from_row).collect()
+    let records = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+    // The same count as `jobs::job_status`, for every new job at once.
+    let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
+    let positions = sqlx::query(
+        "SELECT n.seq, (SELECT count(*) FROM jobs q WHERE q.state = 'queued' \
+           AND q.pipeline = j.pipeline AND (q.priority > j.priority \
+             OR (q.priority = j.priority AND q.seq < j.seq))) AS queue_position \
+         FROM unnest($1::int8[]) AS n(seq) JOIN jobs j ON j.seq = n.seq",
+    )
+    .bind(&seqs)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_seq = HashMap::with_capacity(positions.len());
+    for row in positions {
+        let seq: i64 = row.try_get("seq")?;
+        let position: i64 = row.try_get("queue_position")?;
+        by_seq.insert(seq, u64::try_from(position).unwrap_or(0));
+    }
+    Ok(records
+        .into_iter()
+        .map(|job| Created {
+            position: by_seq.get(&job.seq).copied().unwrap_or(0),
+            job,
+        })
+        .collect())
 }

@@ -1,6 +1,7 @@
 //! The job state machine in PostgreSQL: reads with exact queue positions, the claim,
 //! and the lease-holder calls, each fenced by `(id, state = 'running', lease_token)`.
 
+use pipelet_api::clock::Clock;
 use sqlx::Row;
 use sqlx::postgres::PgPool;
 use uuid::Uuid;
@@ -9,10 +10,11 @@ use super::JOBS_CHANNEL;
 use super::gauge::QueuedGauge;
 use super::rows::{JOB_COLUMNS, job_from_row, result_json, text};
 use super::webhooks;
-use crate::dispatch::{Head, next_state, pick_head, recorded_detail};
+use crate::claim_order::{Head, next_state, pick_head, recorded_detail};
+use crate::rows::{UNREADABLE_SPEC, unreadable_spec};
 use crate::{
     ClaimRequest, FailOutcome, Failure, HeartbeatReply, JobRecord, JobResult, JobState, Lease,
-    LeaseRef, ProgressUpdate, Result, StoreError, WebhookEventType, now_ms,
+    LeaseRef, ProgressUpdate, Result, StoreError, WebhookEventType,
 };
 
 pub(super) async fn fetch_job(pool: &PgPool, id: Uuid) -> Result<Option<JobRecord>> {
@@ -53,13 +55,14 @@ pub(super) async fn job_status(
 
 pub(super) async fn claim(
     pool: &PgPool,
+    clock: &dyn Clock,
     gauge: &QueuedGauge,
     req: &ClaimRequest,
 ) -> Result<Option<Lease>> {
     if req.pipelines.is_empty() {
         return Ok(None);
     }
-    let now = now_ms();
+    let now = clock.now_ms();
     let pipelines: Vec<&str> = req.pipelines.iter().map(|p| p.as_str()).collect();
     let write = gauge.write();
     let mut tx = pool.begin().await?;
@@ -110,7 +113,32 @@ pub(super) async fn claim(
         // Unreachable while the row lock holds; treat as nothing to claim.
         return Ok(None);
     };
-    let job = job_from_row(&row)?;
+    let job = match job_from_row(&row) {
+        Ok(job) => job,
+        // Written by a version this one cannot read: failed, so it cannot block the queue.
+        Err(StoreError::Corrupt(why)) => {
+            let spec: String = row.try_get("spec")?;
+            let unreadable = unreadable_spec(&spec);
+            let detail = unreadable.as_ref().map_or(why, |u| u.detail.clone());
+            tracing::error!(seq = head.seq, error = %detail, "failing a job this version cannot read");
+            sqlx::query(
+                "UPDATE jobs SET state = 'failed', finished_at = $1, error = $2, \
+                 error_detail = $3, spec = COALESCE($5, spec), lease_owner = NULL, \
+                 lease_expires_at = NULL WHERE seq = $4",
+            )
+            .bind(now)
+            .bind(UNREADABLE_SPEC)
+            .bind(&detail)
+            .bind(head.seq)
+            .bind(unreadable.map(|u| u.stand_in))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            write.commit(-1);
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     webhooks::emit(&mut tx, &job, WebhookEventType::Acquired, now).await?;
     tx.commit().await?;
     write.commit(-1);
@@ -140,11 +168,12 @@ async fn lease_miss(pool: &PgPool, lease: &LeaseRef) -> StoreError {
 
 pub(super) async fn heartbeat(
     pool: &PgPool,
+    clock: &dyn Clock,
     lease: &LeaseRef,
     progress: Option<ProgressUpdate>,
     extend_ms: i64,
 ) -> Result<HeartbeatReply> {
-    let now = now_ms();
+    let now = clock.now_ms();
     let expires = now + extend_ms;
     let row = sqlx::query(
         "UPDATE jobs SET heartbeat_at = $1, lease_expires_at = $2, \
@@ -170,11 +199,16 @@ pub(super) async fn heartbeat(
     }
 }
 
-pub(super) async fn complete(pool: &PgPool, lease: &LeaseRef, result: &JobResult) -> Result<()> {
+pub(super) async fn complete(
+    pool: &PgPool,
+    clock: &dyn Clock,
+    lease: &LeaseRef,
+    result: &JobResult,
+) -> Result<()> {
     let mut tx = pool.begin().await?;
     // Locked and judged first: the `completed` event names the worker the update clears.
     let job = leased_job(&mut tx, lease).await?;
-    let now = now_ms();
+    let now = clock.now_ms();
     sqlx::query(
         "UPDATE jobs SET state = 'completed', finished_at = $1, result = $2, \
          lease_owner = NULL, lease_expires_at = NULL, progress_done = progress_total \
@@ -192,14 +226,18 @@ pub(super) async fn complete(pool: &PgPool, lease: &LeaseRef, result: &JobResult
 }
 
 /// Ends a running attempt as CANCELLED, which only a pending forced cancel allows.
-pub(super) async fn ack_cancelled(pool: &PgPool, lease: &LeaseRef) -> Result<()> {
+pub(super) async fn ack_cancelled(
+    pool: &PgPool,
+    clock: &dyn Clock,
+    lease: &LeaseRef,
+) -> Result<()> {
     let mut tx = pool.begin().await?;
     let job = leased_job(&mut tx, lease).await?;
     if !job.cancel_requested {
         // Dropping the transaction rolls it back: nothing changes.
         return Err(StoreError::InvalidState(JobState::Running));
     }
-    let now = now_ms();
+    let now = clock.now_ms();
     sqlx::query(
         "UPDATE jobs SET state = 'cancelled', finished_at = $1, lease_owner = NULL, \
          lease_expires_at = NULL, cancelled_by = COALESCE(cancelled_by, lease_owner, 'worker') \
@@ -233,6 +271,7 @@ async fn leased_job(tx: &mut sqlx::PgConnection, lease: &LeaseRef) -> Result<Job
 
 pub(super) async fn fail(
     pool: &PgPool,
+    clock: &dyn Clock,
     gauge: &QueuedGauge,
     lease: &LeaseRef,
     failure: &Failure,
@@ -242,7 +281,7 @@ pub(super) async fn fail(
     let mut tx = pool.begin().await?;
     let job = leased_job(&mut tx, lease).await?;
     let detail = recorded_detail(&job, failure);
-    let next = end_attempt(&mut tx, &job, &failure.reason, &detail, retryable).await?;
+    let next = end_attempt(&mut tx, clock, &job, &failure.reason, &detail, retryable).await?;
     tx.commit().await?;
     Ok(match next {
         JobState::Queued => {
@@ -259,13 +298,14 @@ pub(super) async fn fail(
 /// `detail`, and notifying workers when it is queued again.
 pub(super) async fn end_attempt(
     tx: &mut sqlx::PgConnection,
+    clock: &dyn Clock,
     job: &JobRecord,
     reason: &str,
     detail: &str,
     retryable: bool,
 ) -> Result<JobState> {
     let next = next_state(job, retryable);
-    let now = now_ms();
+    let now = clock.now_ms();
     let finished = next.is_terminal().then_some(now);
     sqlx::query(
         "UPDATE jobs SET state = $1, error = $2, error_detail = $3, finished_at = $4, \

@@ -3,7 +3,7 @@
 //! Every transition is one transaction (or one guarded statement) that names the state
 //! it starts from, and every lease-holder call is fenced by `(id, state = 'running',
 //! lease_token)`, exactly as in the SQLite store; the dispatch decisions themselves are
-//! the shared functions of `crate::dispatch`.
+//! the shared functions of `crate::claim_order`.
 //!
 //! - **Claim**: a CTE locks the head of each requested pipeline with
 //!   `FOR UPDATE SKIP LOCKED` (so concurrent claimers on any server take different
@@ -48,10 +48,10 @@
 //!   even the `_sqlx_migrations` table is created). They run on a connection of their
 //!   own that is closed afterwards, so a failed run cannot keep the lock.
 
+mod api_keys;
 mod create;
 mod gauge;
 mod jobs;
-mod keys;
 mod recovery;
 mod retention;
 mod rows;
@@ -66,12 +66,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pipelet_api::clock::{self, Clock, SharedClock};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::{JobRecord, NewJob, Result};
+use crate::{NewJob, Result};
 use gauge::QueuedGauge;
 
 /// The channel creates and re-queues notify; a payload-less hint.
@@ -81,7 +82,7 @@ pub const REAPER_LOCK_KEY: i64 = 0x7069_7065_6c65_7401;
 /// Concurrent creates that may share one transaction.
 const MAX_CREATE_BATCH: usize = 256;
 
-type PendingCreate = (NewJob, oneshot::Sender<Result<JobRecord>>);
+type PendingCreate = (NewJob, oneshot::Sender<Result<crate::Created>>);
 
 /// Tuning for [`PgStore::connect_with`]; [`Default`] suits a server.
 #[derive(Debug, Clone)]
@@ -115,6 +116,8 @@ pub struct PgStore {
     creates: mpsc::Sender<PendingCreate>,
     background: Vec<JoinHandle<()>>,
     reaper: tokio::sync::Mutex<Option<ReaperSession>>,
+    /// Where every job time (leases, heartbeats, finish times) is read.
+    clock: SharedClock,
 }
 
 /// The dedicated connection that holds (or tries for) the reaper lock.
@@ -131,6 +134,16 @@ impl PgStore {
     }
 
     pub async fn connect_with(options: PgConnectOptions, tuning: PgOptions) -> Result<Self> {
+        Self::connect_with_clock(options, tuning, clock::system()).await
+    }
+
+    /// [`PgStore::connect_with`] reading the time from `clock` (tests move a
+    /// [`ManualClock`](pipelet_api::clock::ManualClock) instead of sleeping).
+    pub async fn connect_with_clock(
+        options: PgConnectOptions,
+        tuning: PgOptions,
+        clock: SharedClock,
+    ) -> Result<Self> {
         let options = options.application_name("pipelet");
         // A one-connection pool of its own: closing it ends the session, which also drops
         // the migrator's advisory lock if the run failed half-way.
@@ -159,11 +172,17 @@ impl PgStore {
             .await?;
         let available = Arc::new(Notify::new());
         let gauge = Arc::new(QueuedGauge::default());
+        recovery::fail_unreadable(&pool, clock.now_ms()).await?;
         wakeups::refresh_gauge(&pool, &gauge).await?;
         let listener = wakeups::listen(&listen_pool).await?;
 
         let (creates, rx) = mpsc::channel(MAX_CREATE_BATCH * 4);
-        tokio::spawn(create::run_create_batches(rx, pool.clone(), gauge.clone()));
+        tokio::spawn(create::run_create_batches(
+            rx,
+            pool.clone(),
+            gauge.clone(),
+            clock.clone(),
+        ));
         let background = vec![
             tokio::spawn(wakeups::run_listener(listener, available.clone())),
             tokio::spawn(wakeups::run_poller(
@@ -182,7 +201,13 @@ impl PgStore {
             creates,
             background,
             reaper: tokio::sync::Mutex::new(None),
+            clock,
         })
+    }
+
+    /// The clock this store reads the time from.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
     }
 
     /// Tries to become (or confirms this process still is) the one reaper among the

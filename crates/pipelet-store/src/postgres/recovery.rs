@@ -3,6 +3,7 @@
 //! workers). Safe with several servers: rows are locked before they are judged, and
 //! every update re-checks the state and lease token it judged.
 
+use pipelet_api::clock::Clock;
 use sqlx::postgres::PgPool;
 use uuid::Uuid;
 
@@ -10,10 +11,41 @@ use super::gauge::QueuedGauge;
 use super::jobs::end_attempt;
 use super::rows::{JOB_COLUMNS, job_from_row, text};
 use super::webhooks;
-use crate::dispatch::{LEASE_EXPIRED, SERVER_RESTARTED, log_stranded, stranded_error};
+use crate::claim_order::{LEASE_EXPIRED, SERVER_RESTARTED, log_stranded, stranded_error};
+use crate::rows::{UNREADABLE_SPEC, unreadable_spec};
 use crate::{
-    CancelOutcome, JobState, ReapOutcome, ReapedJob, Result, StoreError, WebhookEventType, now_ms,
+    CancelOutcome, JobState, ReapOutcome, ReapedJob, Result, StoreError, WebhookEventType,
 };
+
+/// Fails, on connect, every queued or running job whose spec this version cannot read,
+/// so that no claim meets one. Returns how many.
+pub(super) async fn fail_unreadable(pool: &PgPool, now_ms: i64) -> Result<u64> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id::text, spec FROM jobs WHERE state IN ('queued', 'running')")
+            .fetch_all(pool)
+            .await?;
+    let mut failed = 0;
+    for (id, spec) in rows {
+        let Some(unreadable) = unreadable_spec(&spec) else {
+            continue;
+        };
+        tracing::error!(job = %id, error = %unreadable.detail, "failing a job this version cannot read");
+        failed += sqlx::query(
+            "UPDATE jobs SET state = 'failed', finished_at = $1, error = $2, error_detail = $3, \
+             spec = $5, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $4::uuid AND state IN ('queued', 'running')",
+        )
+        .bind(now_ms)
+        .bind(UNREADABLE_SPEC)
+        .bind(&unreadable.detail)
+        .bind(&id)
+        .bind(&unreadable.stand_in)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(failed)
+}
 
 /// Which running jobs lost their holder.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +60,7 @@ pub(super) enum Stranded<'a> {
 
 pub(super) async fn end_stranded(
     pool: &PgPool,
+    clock: &dyn Clock,
     gauge: &QueuedGauge,
     which: Stranded<'_>,
 ) -> Result<Vec<ReapedJob>> {
@@ -61,7 +94,7 @@ pub(super) async fn end_stranded(
         let job = job_from_row(row)?;
         let failure = stranded_error(&job, cause);
         let detail = failure.detail.as_deref().unwrap_or(&failure.reason);
-        let next = end_attempt(&mut tx, &job, &failure.reason, detail, true).await?;
+        let next = end_attempt(&mut tx, clock, &job, &failure.reason, detail, true).await?;
         ended.push((job, next, failure));
     }
     tx.commit().await?;
@@ -89,6 +122,7 @@ pub(super) async fn end_stranded(
 
 pub(super) async fn cancel(
     pool: &PgPool,
+    clock: &dyn Clock,
     gauge: &QueuedGauge,
     id: Uuid,
     force: bool,
@@ -109,7 +143,7 @@ pub(super) async fn cancel(
         .ok_or(StoreError::NotFound)?;
     let outcome = match job.state {
         JobState::Queued => {
-            let now = now_ms();
+            let now = clock.now_ms();
             sqlx::query(
                 "UPDATE jobs SET state = 'cancelled', finished_at = $1, cancelled_by = $2 \
                  WHERE seq = $3 AND state = 'queued'",

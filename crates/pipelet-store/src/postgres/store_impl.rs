@@ -1,4 +1,4 @@
-//! [`Store`] for [`PgStore`]: every call on the pool, every write committed before it
+//! The store traits for [`PgStore`]: every call on the pool, every write committed before it
 //! returns.
 
 use std::sync::Arc;
@@ -10,23 +10,20 @@ use uuid::Uuid;
 
 use super::recovery::{self, Stranded};
 use super::rows::{JOB_COLUMNS, job_from_row};
-use super::{PgStore, jobs, keys, retention, webhooks};
+use super::{PgStore, api_keys, jobs, retention, webhooks};
 use crate::ReleasedBlobs;
-use crate::keys::{KeyRecord, NewKey};
+use crate::api_keys::{KeyRecord, KeyUpdate, NewKey};
 use crate::{
-    CancelOutcome, ClaimRequest, CreateOutcome, FailOutcome, Failure, HeartbeatReply, Idempotency,
-    JobCount, JobListQuery, JobPage, JobRecord, JobResult, JobState, Lease, LeaseRef, NewJob,
-    ProgressUpdate, ReapedJob, Result, Store, StoreError, WebhookAttempt, WebhookEvent,
-    WebhookEventRecord, WebhookSecrets,
+    CancelOutcome, ClaimRequest, CreateOutcome, Created, FailOutcome, Failure, HeartbeatReply,
+    Idempotency, JobCount, JobListQuery, JobPage, JobRecord, JobResult, JobState, JobStore,
+    KeyStore, Lease, LeaseRef, LeaseStore, MaintenanceStore, NewJob, ProgressUpdate, ReapedJob,
+    Result, StoreError, WebhookAttempt, WebhookEvent, WebhookEventRecord, WebhookSecrets,
+    WebhookStore,
 };
 
 #[async_trait]
-impl Store for PgStore {
-    async fn try_reaper_lock(&self) -> Result<bool> {
-        PgStore::try_reaper_lock(self).await
-    }
-
-    async fn create_job(&self, job: NewJob) -> Result<JobRecord> {
+impl JobStore for PgStore {
+    async fn create_job(&self, job: NewJob) -> Result<Created> {
         let (tx, rx) = oneshot::channel();
         self.creates
             .send((job, tx))
@@ -40,11 +37,8 @@ impl Store for PgStore {
         job: NewJob,
         idempotency: Idempotency,
     ) -> Result<CreateOutcome> {
-        super::create::create_idempotent(&self.pool, &self.gauge, &job, &idempotency).await
-    }
-
-    async fn purge_idempotency_keys(&self, older_than_ms: i64) -> Result<u64> {
-        super::create::purge_idempotency_keys(&self.pool, older_than_ms).await
+        super::create::create_idempotent(&self.pool, self.clock(), &self.gauge, &job, &idempotency)
+            .await
     }
 
     async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
@@ -105,11 +99,43 @@ impl Store for PgStore {
     }
 
     async fn cancel(&self, id: Uuid, force: bool, by: &str) -> Result<CancelOutcome> {
-        recovery::cancel(&self.pool, &self.gauge, id, force, by).await
+        recovery::cancel(&self.pool, self.clock(), &self.gauge, id, force, by).await
     }
 
+    async fn job_counts(&self) -> Result<Vec<JobCount>> {
+        let rows = sqlx::query(
+            "SELECT model_id, state, count(*) AS n FROM jobs \
+             WHERE state IN ('queued', 'running') GROUP BY model_id, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok(JobCount {
+                    model_id: row.try_get("model_id")?,
+                    state: JobState::parse(&state)
+                        .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?,
+                    count: u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// Approximate across servers: see `gauge.rs`.
+    fn queued_total(&self) -> u64 {
+        self.gauge.get()
+    }
+}
+
+#[async_trait]
+impl LeaseStore for PgStore {
     async fn claim(&self, req: &ClaimRequest) -> Result<Option<Lease>> {
-        jobs::claim(&self.pool, &self.gauge, req).await
+        jobs::claim(&self.pool, self.clock(), &self.gauge, req).await
+    }
+
+    fn job_available(&self) -> Arc<Notify> {
+        self.available.clone()
     }
 
     async fn heartbeat(
@@ -118,11 +144,11 @@ impl Store for PgStore {
         progress: Option<ProgressUpdate>,
         extend_ms: i64,
     ) -> Result<HeartbeatReply> {
-        jobs::heartbeat(&self.pool, lease, progress, extend_ms).await
+        jobs::heartbeat(&self.pool, self.clock(), lease, progress, extend_ms).await
     }
 
     async fn complete(&self, lease: &LeaseRef, result: &JobResult) -> Result<()> {
-        jobs::complete(&self.pool, lease, result).await
+        jobs::complete(&self.pool, self.clock(), lease, result).await
     }
 
     async fn fail(
@@ -131,22 +157,98 @@ impl Store for PgStore {
         failure: &Failure,
         retryable: bool,
     ) -> Result<FailOutcome> {
-        jobs::fail(&self.pool, &self.gauge, lease, failure, retryable).await
+        jobs::fail(
+            &self.pool,
+            self.clock(),
+            &self.gauge,
+            lease,
+            failure,
+            retryable,
+        )
+        .await
     }
 
     async fn ack_cancelled(&self, lease: &LeaseRef) -> Result<()> {
-        jobs::ack_cancelled(&self.pool, lease).await
+        jobs::ack_cancelled(&self.pool, self.clock(), lease).await
     }
 
     async fn reap_expired(&self, now_ms: i64) -> Result<Vec<ReapedJob>> {
-        recovery::end_stranded(&self.pool, &self.gauge, Stranded::ExpiredBefore(now_ms)).await
+        recovery::end_stranded(
+            &self.pool,
+            self.clock(),
+            &self.gauge,
+            Stranded::ExpiredBefore(now_ms),
+        )
+        .await
+    }
+
+    async fn try_reaper_lock(&self) -> Result<bool> {
+        PgStore::try_reaper_lock(self).await
     }
 
     async fn release_leases_of(&self, owner_prefix: &str) -> Result<u64> {
-        let released =
-            recovery::end_stranded(&self.pool, &self.gauge, Stranded::OwnerPrefix(owner_prefix))
-                .await?;
+        let released = recovery::end_stranded(
+            &self.pool,
+            self.clock(),
+            &self.gauge,
+            Stranded::OwnerPrefix(owner_prefix),
+        )
+        .await?;
         Ok(released.len() as u64)
+    }
+}
+
+#[async_trait]
+impl KeyStore for PgStore {
+    async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, String)> {
+        api_keys::create(&self.pool, self.clock(), key).await
+    }
+
+    async fn find_key_by_secret(&self, secret: &str) -> Result<Option<KeyRecord>> {
+        let Some((key, stale)) = api_keys::find_by_secret(&self.pool, self.clock(), secret).await?
+        else {
+            return Ok(None);
+        };
+        // Only a use more than a minute after the last recorded one costs a write.
+        if stale {
+            api_keys::touch(&self.pool, self.clock(), &key.id).await?;
+        }
+        Ok(Some(key))
+    }
+
+    async fn count_keys(&self) -> Result<u64> {
+        api_keys::count(&self.pool).await
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
+        api_keys::list(&self.pool).await
+    }
+
+    async fn revoke_key(&self, name: &str) -> Result<KeyRecord> {
+        api_keys::revoke(&self.pool, self.clock(), name).await
+    }
+
+    async fn rotate_key(&self, name: &str) -> Result<(KeyRecord, String)> {
+        api_keys::rotate(&self.pool, name).await
+    }
+
+    async fn update_key(&self, name: &str, update: KeyUpdate) -> Result<KeyRecord> {
+        api_keys::update(&self.pool, name, update).await
+    }
+
+    async fn key_generation(&self) -> Result<i64> {
+        api_keys::generation(&self.pool).await
+    }
+
+    async fn server_secret(&self, name: &str) -> Result<String> {
+        api_keys::server_secret(&self.pool, self.clock(), name).await
+    }
+}
+
+#[async_trait]
+impl MaintenanceStore for PgStore {
+    async fn purge_idempotency_keys(&self, older_than_ms: i64) -> Result<u64> {
+        super::create::purge_idempotency_keys(&self.pool, older_than_ms).await
     }
 
     async fn release_inputs(&self, finished_by_ms: i64, limit: u32) -> Result<Vec<ReleasedBlobs>> {
@@ -174,52 +276,10 @@ impl Store for PgStore {
     async fn reclaim_space(&self, _max_pages: u32) -> Result<u64> {
         Ok(0)
     }
+}
 
-    async fn job_counts(&self) -> Result<Vec<JobCount>> {
-        let rows = sqlx::query(
-            "SELECT model_id, state, count(*) AS n FROM jobs \
-             WHERE state IN ('queued', 'running') GROUP BY model_id, state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let state: String = row.try_get("state")?;
-                Ok(JobCount {
-                    model_id: row.try_get("model_id")?,
-                    state: JobState::parse(&state)
-                        .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?,
-                    count: u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
-                })
-            })
-            .collect()
-    }
-
-    /// Approximate across servers: see `gauge.rs`.
-    fn queued_total(&self) -> u64 {
-        self.gauge.get()
-    }
-
-    fn job_available(&self) -> Arc<Notify> {
-        self.available.clone()
-    }
-
-    async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, String)> {
-        keys::create(&self.pool, key).await
-    }
-
-    async fn find_key_by_secret(&self, secret: &str) -> Result<Option<KeyRecord>> {
-        keys::find_by_secret(&self.pool, secret).await
-    }
-
-    async fn count_keys(&self) -> Result<u64> {
-        keys::count(&self.pool).await
-    }
-
-    async fn server_secret(&self, name: &str) -> Result<String> {
-        keys::server_secret(&self.pool, name).await
-    }
-
+#[async_trait]
+impl WebhookStore for PgStore {
     async fn webhook_due(
         &self,
         now_ms: i64,

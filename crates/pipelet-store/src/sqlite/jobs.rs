@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use pipelet_api::Pipeline;
+use pipelet_api::clock::{Clock, SharedClock};
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 use tokio::sync::{Notify, mpsc};
@@ -11,13 +12,13 @@ use uuid::Uuid;
 
 use super::rows::{JOB_COLUMNS, job_from_row, result_json};
 use super::{PendingCreate, begin, finish, lock_index, webhooks};
-use crate::dispatch::{
+use crate::claim_order::{
     Head, StrandedCause, next_state, pick_head, recorded_detail, stranded_error,
 };
 use crate::{
-    CancelOutcome, ClaimRequest, CreateOutcome, FailOutcome, Failure, Idempotency, JobRecord,
-    JobResult, JobState, Lease, LeaseRef, NewJob, QueueIndex, ReapOutcome, ReapedJob, Result,
-    StoreError, WebhookEventType, now_ms,
+    CancelOutcome, ClaimRequest, CreateOutcome, Created, FailOutcome, Failure, Idempotency,
+    JobRecord, JobResult, JobState, Lease, LeaseRef, NewJob, QueueIndex, ReapOutcome, ReapedJob,
+    Result, StoreError, WebhookEventType,
 };
 
 pub(super) async fn load_index(conn: &mut SqliteConnection) -> Result<QueueIndex> {
@@ -101,7 +102,10 @@ async fn create_one(
         .execute(&mut *conn)
         .await?;
     }
-    insert_job(conn, job, now).await.map(CreateOutcome::Created)
+    insert_job(conn, job, now).await.map(|job| {
+        // The position is filled in from the queue index once the batch commits.
+        CreateOutcome::Created(Created { job, position: 0 })
+    })
 }
 
 pub(super) async fn purge_idempotency_keys(
@@ -125,11 +129,12 @@ pub(super) async fn run_create_batches(
     index: Arc<Mutex<QueueIndex>>,
     live: Arc<super::LiveJobs>,
     available: Arc<Notify>,
+    clock: SharedClock,
 ) {
     let mut batch = Vec::with_capacity(super::MAX_CREATE_BATCH);
     while rx.recv_many(&mut batch, super::MAX_CREATE_BATCH).await > 0 {
         let mut conn = writer.lock().await;
-        let now = now_ms();
+        let now = clock.now_ms();
         let all = async {
             begin(&mut conn).await?;
             let mut outcomes = Vec::with_capacity(batch.len());
@@ -146,7 +151,7 @@ pub(super) async fn run_create_batches(
             finish(&mut conn, inserted.map(|()| outcomes)).await
         }
         .await;
-        let results: Vec<Result<CreateOutcome>> = match all {
+        let mut results: Vec<Result<CreateOutcome>> = match all {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, jobs = batch.len(), "batched create failed; retrying one by one");
@@ -164,21 +169,23 @@ pub(super) async fn run_create_batches(
                 results
             }
         };
-        let created = || {
-            results.iter().filter_map(|r| match r {
-                Ok(CreateOutcome::Created(record)) => Some(record),
-                _ => None,
-            })
-        };
         {
             let mut index = lock_index(&index);
-            for record in created() {
-                index.insert(record.pipeline, record.priority, record.seq);
+            for created in created_in(&mut results) {
+                index.insert(created.job.pipeline, created.job.priority, created.job.seq);
+            }
+            // Positions as of this commit: the writer lock is still held, so no claim
+            // or cancel has moved the queue since.
+            for created in created_in(&mut results) {
+                let job = &created.job;
+                created.position = index
+                    .position(job.pipeline, job.priority, job.seq)
+                    .unwrap_or(0);
             }
         }
         // Still under the writer lock, so no later transition can be overwritten.
-        for record in created() {
-            live.put(record.clone());
+        for created in created_in(&mut results) {
+            live.put(created.job.clone());
         }
         drop(conn);
         available.notify_waiters();
@@ -187,6 +194,14 @@ pub(super) async fn run_create_batches(
             let _ = reply.send(result);
         }
     }
+}
+
+/// The jobs a batch created, among its answers.
+fn created_in(results: &mut [Result<CreateOutcome>]) -> impl Iterator<Item = &mut Created> {
+    results.iter_mut().filter_map(|r| match r {
+        Ok(CreateOutcome::Created(created)) => Some(created),
+        _ => None,
+    })
 }
 
 pub(super) async fn fetch_job(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<JobRecord>> {
@@ -218,10 +233,11 @@ async fn head_of(conn: &mut SqliteConnection, pipeline: Pipeline) -> Result<Opti
 
 pub(super) async fn claim(
     conn: &mut SqliteConnection,
+    clock: &dyn Clock,
     index: &Mutex<QueueIndex>,
     req: &ClaimRequest,
 ) -> Result<Option<Lease>> {
-    let now = now_ms();
+    let now = clock.now_ms();
     begin(conn).await?;
     let claimed = async {
         let mut heads = Vec::with_capacity(req.pipelines.len());
@@ -277,11 +293,12 @@ async fn leased_job(conn: &mut SqliteConnection, lease: &LeaseRef) -> Result<Job
 
 pub(super) async fn heartbeat(
     conn: &mut SqliteConnection,
+    clock: &dyn Clock,
     lease: &LeaseRef,
     progress: Option<crate::ProgressUpdate>,
     extend_ms: i64,
 ) -> Result<crate::HeartbeatReply> {
-    let now = now_ms();
+    let now = clock.now_ms();
     let expires = now + extend_ms;
     let row = sqlx::query(
         "UPDATE jobs SET heartbeat_at = ?, lease_expires_at = ?, \
@@ -310,13 +327,14 @@ pub(super) async fn heartbeat(
 
 pub(super) async fn complete(
     conn: &mut SqliteConnection,
+    clock: &dyn Clock,
     lease: &LeaseRef,
     result: &JobResult,
 ) -> Result<()> {
     begin(conn).await?;
     let done = async {
         let job = leased_job(conn, lease).await?;
-        let now = now_ms();
+        let now = clock.now_ms();
         sqlx::query(
             "UPDATE jobs SET state = 'completed', finished_at = ?, result = ?, \
              lease_owner = NULL, lease_expires_at = NULL, progress_done = progress_total \
@@ -339,13 +357,14 @@ pub(super) async fn complete(
 /// Caller holds the transaction.
 async fn end_attempt(
     conn: &mut SqliteConnection,
+    clock: &dyn Clock,
     job: &JobRecord,
     reason: &str,
     detail: &str,
     retryable: bool,
 ) -> Result<JobState> {
     let next = next_state(job, retryable);
-    let now = now_ms();
+    let now = clock.now_ms();
     let finished = next.is_terminal().then_some(now);
     sqlx::query(
         "UPDATE jobs SET state = ?, error = ?, error_detail = ?, finished_at = ?, \
@@ -370,6 +389,7 @@ async fn end_attempt(
 
 pub(super) async fn fail(
     conn: &mut SqliteConnection,
+    clock: &dyn Clock,
     index: &Mutex<QueueIndex>,
     available: &Notify,
     lease: &LeaseRef,
@@ -380,7 +400,7 @@ pub(super) async fn fail(
     let ended = async {
         let job = leased_job(conn, lease).await?;
         let detail = recorded_detail(&job, failure);
-        let next = end_attempt(conn, &job, &failure.reason, &detail, retryable).await?;
+        let next = end_attempt(conn, clock, &job, &failure.reason, &detail, retryable).await?;
         Ok((job, next))
     }
     .await;
@@ -397,14 +417,18 @@ pub(super) async fn fail(
 }
 
 /// Ends a running attempt as CANCELLED, which only a pending forced cancel allows.
-pub(super) async fn ack_cancelled(conn: &mut SqliteConnection, lease: &LeaseRef) -> Result<()> {
+pub(super) async fn ack_cancelled(
+    conn: &mut SqliteConnection,
+    clock: &dyn Clock,
+    lease: &LeaseRef,
+) -> Result<()> {
     begin(conn).await?;
     let done = async {
         let job = leased_job(conn, lease).await?;
         if !job.cancel_requested {
             return Err(StoreError::InvalidState(JobState::Running));
         }
-        let now = now_ms();
+        let now = clock.now_ms();
         sqlx::query(
             "UPDATE jobs SET state = 'cancelled', finished_at = ?, lease_owner = NULL, \
              lease_expires_at = NULL, cancelled_by = COALESCE(cancelled_by, ?) WHERE seq = ?",
@@ -424,6 +448,7 @@ pub(super) async fn ack_cancelled(conn: &mut SqliteConnection, lease: &LeaseRef)
 /// running jobs with one bound text parameter), re-queueing while attempts remain.
 pub(super) async fn end_stranded(
     conn: &mut SqliteConnection,
+    clock: &dyn Clock,
     index: &Mutex<QueueIndex>,
     available: &Notify,
     filter_sql: &str,
@@ -443,7 +468,7 @@ pub(super) async fn end_stranded(
             let job = job_from_row(&row)?;
             let failure = stranded_error(&job, cause);
             let detail = failure.detail.as_deref().unwrap_or(&failure.reason);
-            let next = end_attempt(conn, &job, &failure.reason, detail, true).await?;
+            let next = end_attempt(conn, clock, &job, &failure.reason, detail, true).await?;
             ended.push((job, next, failure));
         }
         Ok(ended)
@@ -451,7 +476,7 @@ pub(super) async fn end_stranded(
     .await;
     let ended = finish(conn, ended).await?;
     for (job, _, failure) in &ended {
-        crate::dispatch::log_stranded(job, failure);
+        crate::claim_order::log_stranded(job, failure);
     }
     let mut requeued = false;
     let reaped = {
@@ -484,6 +509,7 @@ pub(super) async fn end_stranded(
 
 pub(super) async fn cancel(
     conn: &mut SqliteConnection,
+    clock: &dyn Clock,
     index: &Mutex<QueueIndex>,
     id: Uuid,
     force: bool,
@@ -492,7 +518,7 @@ pub(super) async fn cancel(
     begin(conn).await?;
     let outcome = async {
         let job = fetch_job(conn, id).await?.ok_or(StoreError::NotFound)?;
-        let now = now_ms();
+        let now = clock.now_ms();
         let outcome = match job.state {
             JobState::Queued => {
                 sqlx::query(

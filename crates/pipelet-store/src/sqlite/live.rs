@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::jobs::fetch_job;
 use super::rows::{JOB_COLUMNS, job_from_row};
+use crate::rows::{UNREADABLE_SPEC, unreadable_spec};
 use crate::{HeartbeatReply, JobRecord, ProgressUpdate, Result};
 
 #[derive(Default)]
@@ -66,6 +67,35 @@ impl LiveJobs {
         }
         Ok(())
     }
+}
+
+/// Fails, on open, every queued or running job whose spec this version cannot read, so
+/// that neither the mirror nor a claim ever meets one. Returns how many.
+pub(super) async fn fail_unreadable(conn: &mut SqliteConnection, now_ms: i64) -> Result<u64> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, spec FROM jobs WHERE state IN ('queued', 'running')")
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut failed = 0;
+    for (id, spec) in rows {
+        let Some(unreadable) = unreadable_spec(&spec) else {
+            continue;
+        };
+        tracing::error!(job = %id, error = %unreadable.detail, "failing a job this version cannot read");
+        failed += sqlx::query(
+            "UPDATE jobs SET state = 'failed', finished_at = ?, error = ?, error_detail = ?, \
+             spec = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+        )
+        .bind(now_ms)
+        .bind(UNREADABLE_SPEC)
+        .bind(&unreadable.detail)
+        .bind(&unreadable.stand_in)
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    Ok(failed)
 }
 
 /// Fills the mirror from the database on open.

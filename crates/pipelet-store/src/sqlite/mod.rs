@@ -9,8 +9,8 @@
 //! sqlx's SQLite thread costs several times the rest of a status request. The data
 //! dir is locked to one server, so every job write passes through this process.
 
+mod api_keys;
 mod jobs;
-mod keys;
 mod live;
 mod retention;
 mod rows;
@@ -22,6 +22,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use pipelet_api::clock::{self, Clock, SharedClock};
 use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
     SqlitePoolOptions, SqliteSynchronous,
@@ -54,11 +55,19 @@ pub struct SqliteStore {
     live: Arc<LiveJobs>,
     available: Arc<Notify>,
     creates: mpsc::Sender<PendingCreate>,
+    /// Where every job time (leases, heartbeats, finish times) is read.
+    clock: SharedClock,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_with_clock(path, clock::system()).await
+    }
+
+    /// [`SqliteStore::open`] reading the time from `clock` (tests move a
+    /// [`ManualClock`](pipelet_api::clock::ManualClock) instead of sleeping).
+    pub async fn open_with_clock(path: &Path, clock: SharedClock) -> Result<Self> {
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -81,6 +90,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
 
+        live::fail_unreadable(&mut writer, clock.now_ms()).await?;
         let index = Arc::new(Mutex::new(jobs::load_index(&mut writer).await?));
         let writer = Arc::new(tokio::sync::Mutex::new(writer));
         let available = Arc::new(Notify::new());
@@ -93,6 +103,7 @@ impl SqliteStore {
             index.clone(),
             live.clone(),
             available.clone(),
+            clock.clone(),
         ));
         Ok(Self {
             read,
@@ -101,7 +112,13 @@ impl SqliteStore {
             live,
             available,
             creates,
+            clock,
         })
+    }
+
+    /// The clock this store reads the time from.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
     }
 
     fn index(&self) -> MutexGuard<'_, QueueIndex> {

@@ -4,7 +4,7 @@
 //! runs with `auto_vacuum = INCREMENTAL`; see `SqliteStore::open`).
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::{begin, finish};
 use crate::retention::{FINISHED_STATES, released};
@@ -15,33 +15,7 @@ pub(super) async fn release_inputs(
     finished_by_ms: i64,
     limit: u32,
 ) -> Result<Vec<ReleasedBlobs>> {
-    begin(conn).await?;
-    let done = async {
-        let rows = sqlx::query(&format!(
-            "SELECT seq, id, input_blob FROM jobs WHERE input_blob IS NOT NULL \
-             AND finished_at IS NOT NULL AND finished_at <= ? AND state IN {FINISHED_STATES} \
-             ORDER BY finished_at LIMIT ?"
-        ))
-        .bind(finished_by_ms)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            sqlx::query("UPDATE jobs SET input_blob = NULL WHERE seq = ?")
-                .bind(row.try_get::<i64, _>("seq")?)
-                .execute(&mut *conn)
-                .await?;
-            out.push(released(
-                &row.try_get::<String, _>("id")?,
-                row.try_get("input_blob")?,
-                None,
-            )?);
-        }
-        Ok(out)
-    }
-    .await;
-    finish(conn, done).await
+    run_batch(conn, Step::ReleaseInputs, finished_by_ms, limit).await
 }
 
 pub(super) async fn expire_results(
@@ -50,35 +24,7 @@ pub(super) async fn expire_results(
     now_ms: i64,
     limit: u32,
 ) -> Result<Vec<ReleasedBlobs>> {
-    begin(conn).await?;
-    let done = async {
-        let rows = sqlx::query(
-            "SELECT seq, id, input_blob, result FROM jobs WHERE state = 'completed' \
-             AND result_expired_at IS NULL AND finished_at IS NOT NULL AND finished_at <= ? \
-             ORDER BY finished_at LIMIT ?",
-        )
-        .bind(finished_by_ms)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            sqlx::query("UPDATE jobs SET result_expired_at = ?, input_blob = NULL WHERE seq = ?")
-                .bind(now_ms)
-                .bind(row.try_get::<i64, _>("seq")?)
-                .execute(&mut *conn)
-                .await?;
-            let result: Option<String> = row.try_get("result")?;
-            out.push(released(
-                &row.try_get::<String, _>("id")?,
-                row.try_get("input_blob")?,
-                result.as_deref(),
-            )?);
-        }
-        Ok(out)
-    }
-    .await;
-    finish(conn, done).await
+    run_batch(conn, Step::ExpireResults { now_ms }, finished_by_ms, limit).await
 }
 
 pub(super) async fn delete_finished_jobs(
@@ -86,29 +32,99 @@ pub(super) async fn delete_finished_jobs(
     finished_by_ms: i64,
     limit: u32,
 ) -> Result<Vec<ReleasedBlobs>> {
+    run_batch(conn, Step::Delete, finished_by_ms, limit).await
+}
+
+/// One retention step: which rows it picks, what it writes to each, and which of the
+/// row's blobs it hands back for deletion.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Drops a finished job's input image.
+    ReleaseInputs,
+    /// Marks a completed job's result expired (and drops its input).
+    ExpireResults { now_ms: i64 },
+    /// Deletes the finished job's row.
+    Delete,
+}
+
+impl Step {
+    fn select(self) -> String {
+        match self {
+            Step::ReleaseInputs => format!(
+                "SELECT seq, id, input_blob FROM jobs WHERE input_blob IS NOT NULL \
+                 AND finished_at IS NOT NULL AND finished_at <= ? AND state IN {FINISHED_STATES} \
+                 ORDER BY finished_at LIMIT ?"
+            ),
+            Step::ExpireResults { .. } => {
+                "SELECT seq, id, input_blob, result FROM jobs WHERE state = 'completed' \
+                 AND result_expired_at IS NULL AND finished_at IS NOT NULL AND finished_at <= ? \
+                 ORDER BY finished_at LIMIT ?"
+                    .to_owned()
+            }
+            Step::Delete => format!(
+                "SELECT seq, id, input_blob, result, result_expired_at FROM jobs \
+                 WHERE finished_at IS NOT NULL AND finished_at <= ? AND state IN {FINISHED_STATES} \
+                 ORDER BY finished_at LIMIT ?"
+            ),
+        }
+    }
+
+    /// The statement run on each picked row; its last parameter is the row's `seq`.
+    fn write(self) -> &'static str {
+        match self {
+            Step::ReleaseInputs => "UPDATE jobs SET input_blob = NULL WHERE seq = ?",
+            Step::ExpireResults { .. } => {
+                "UPDATE jobs SET result_expired_at = ?, input_blob = NULL WHERE seq = ?"
+            }
+            Step::Delete => "DELETE FROM jobs WHERE seq = ?",
+        }
+    }
+
+    /// The result blob the step frees: none when only inputs go, and none for a deleted
+    /// job whose result already expired (its blob went then).
+    fn freed_result(self, row: &SqliteRow) -> Result<Option<String>> {
+        Ok(match self {
+            Step::ReleaseInputs => None,
+            Step::ExpireResults { .. } => row.try_get("result")?,
+            Step::Delete => {
+                let expired: Option<i64> = row.try_get("result_expired_at")?;
+                let result: Option<String> = row.try_get("result")?;
+                result.filter(|_| expired.is_none())
+            }
+        })
+    }
+}
+
+/// Runs `step` over at most `limit` jobs finished by `finished_by_ms`, in one
+/// transaction.
+async fn run_batch(
+    conn: &mut SqliteConnection,
+    step: Step,
+    finished_by_ms: i64,
+    limit: u32,
+) -> Result<Vec<ReleasedBlobs>> {
     begin(conn).await?;
     let done = async {
-        let rows = sqlx::query(&format!(
-            "SELECT seq, id, input_blob, result, result_expired_at FROM jobs \
-             WHERE finished_at IS NOT NULL AND finished_at <= ? AND state IN {FINISHED_STATES} \
-             ORDER BY finished_at LIMIT ?"
-        ))
-        .bind(finished_by_ms)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = sqlx::query(&step.select())
+            .bind(finished_by_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            sqlx::query("DELETE FROM jobs WHERE seq = ?")
+            let mut write = sqlx::query(step.write());
+            if let Step::ExpireResults { now_ms } = step {
+                write = write.bind(now_ms);
+            }
+            write
                 .bind(row.try_get::<i64, _>("seq")?)
                 .execute(&mut *conn)
                 .await?;
-            let expired: Option<i64> = row.try_get("result_expired_at")?;
-            let result: Option<String> = row.try_get("result")?;
+            let result = step.freed_result(&row)?;
             out.push(released(
                 &row.try_get::<String, _>("id")?,
                 row.try_get("input_blob")?,
-                result.as_deref().filter(|_| expired.is_none()),
+                result.as_deref(),
             )?);
         }
         Ok(out)
@@ -162,8 +178,9 @@ mod tests {
     use sqlx::ConnectOptions;
     use sqlx::sqlite::SqliteConnectOptions;
 
+    use crate::prelude::*;
     use crate::sqlite::SqliteStore;
-    use crate::{NewJob, Store, now_ms};
+    use crate::{NewJob, now_ms};
 
     async fn pragma(path: &std::path::Path, name: &str) -> i64 {
         let mut conn = SqliteConnectOptions::from_str("sqlite://")
@@ -210,7 +227,7 @@ mod tests {
                     pipeline: pipelet_api::Pipeline::T2v,
                     owner_key_id: "owner".into(),
                     priority: 0,
-                    spec: serde_json::json!({ "prompt": big }),
+                    spec: pipelet_api::JobSpec::sample(big.clone()),
                     input_blob: None,
                     max_attempts: 1,
                     webhook_url: None,

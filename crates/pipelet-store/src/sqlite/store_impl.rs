@@ -1,4 +1,4 @@
-//! [`Store`] for [`SqliteStore`]: reads on the pool, writes on the writer connection.
+//! The store traits for [`SqliteStore`]: reads on the pool, writes on the writer connection.
 
 use std::sync::Arc;
 
@@ -8,27 +8,28 @@ use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use super::rows::{JOB_COLUMNS, job_from_row};
-use super::{SqliteStore, jobs, keys, retention, webhooks};
+use super::{SqliteStore, api_keys, jobs, retention, webhooks};
 use crate::ReleasedBlobs;
-use crate::dispatch::{LEASE_EXPIRED, SERVER_RESTARTED};
-use crate::keys::{KeyRecord, NewKey};
+use crate::api_keys::{KeyRecord, KeyUpdate, NewKey};
+use crate::claim_order::{LEASE_EXPIRED, SERVER_RESTARTED};
 use crate::{
-    CancelOutcome, ClaimRequest, CreateOutcome, FailOutcome, Failure, HeartbeatReply, Idempotency,
-    JobCount, JobListQuery, JobPage, JobRecord, JobResult, JobState, Lease, LeaseRef, NewJob,
-    ProgressUpdate, ReapedJob, Result, Store, StoreError, WebhookAttempt, WebhookEvent,
-    WebhookEventRecord, WebhookSecrets,
+    CancelOutcome, ClaimRequest, CreateOutcome, Created, FailOutcome, Failure, HeartbeatReply,
+    Idempotency, JobCount, JobListQuery, JobPage, JobRecord, JobResult, JobState, JobStore,
+    KeyStore, Lease, LeaseRef, LeaseStore, MaintenanceStore, NewJob, ProgressUpdate, ReapedJob,
+    Result, StoreError, WebhookAttempt, WebhookEvent, WebhookEventRecord, WebhookSecrets,
+    WebhookStore,
 };
 
 #[async_trait]
-impl Store for SqliteStore {
-    async fn create_job(&self, job: NewJob) -> Result<JobRecord> {
+impl JobStore for SqliteStore {
+    async fn create_job(&self, job: NewJob) -> Result<Created> {
         let (tx, rx) = oneshot::channel();
         self.creates
             .send((job, None, tx))
             .await
             .map_err(|_| StoreError::Closed)?;
         match rx.await.map_err(|_| StoreError::Closed)?? {
-            CreateOutcome::Created(record) => Ok(record),
+            CreateOutcome::Created(created) => Ok(created),
             other => Err(StoreError::Corrupt(format!(
                 "a create without an idempotency key answered {other:?}"
             ))),
@@ -46,11 +47,6 @@ impl Store for SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
-    }
-
-    async fn purge_idempotency_keys(&self, older_than_ms: i64) -> Result<u64> {
-        let mut conn = self.writer.lock().await;
-        jobs::purge_idempotency_keys(&mut conn, older_than_ms).await
     }
 
     async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
@@ -138,11 +134,39 @@ impl Store for SqliteStore {
 
     async fn cancel(&self, id: Uuid, force: bool, by: &str) -> Result<CancelOutcome> {
         let mut conn = self.writer.lock().await;
-        let outcome = jobs::cancel(&mut conn, &self.index, id, force, by).await?;
+        let outcome = jobs::cancel(&mut conn, self.clock(), &self.index, id, force, by).await?;
         self.live.refresh(&mut conn, id).await?;
         Ok(outcome)
     }
 
+    async fn job_counts(&self) -> Result<Vec<JobCount>> {
+        let mut conn = self.read.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT model_id, state, count(*) AS n FROM jobs \
+             WHERE state IN ('queued', 'running') GROUP BY model_id, state",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok(JobCount {
+                    model_id: row.try_get("model_id")?,
+                    state: JobState::parse(&state)
+                        .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?,
+                    count: u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    fn queued_total(&self) -> u64 {
+        self.index().total()
+    }
+}
+
+#[async_trait]
+impl LeaseStore for SqliteStore {
     async fn claim(&self, req: &ClaimRequest) -> Result<Option<Lease>> {
         if req
             .pipelines
@@ -152,11 +176,15 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         let mut conn = self.writer.lock().await;
-        let lease = jobs::claim(&mut conn, &self.index, req).await?;
+        let lease = jobs::claim(&mut conn, self.clock(), &self.index, req).await?;
         if let Some(lease) = &lease {
             self.live.put(lease.job.clone());
         }
         Ok(lease)
+    }
+
+    fn job_available(&self) -> Arc<Notify> {
+        self.available.clone()
     }
 
     async fn heartbeat(
@@ -166,14 +194,14 @@ impl Store for SqliteStore {
         extend_ms: i64,
     ) -> Result<HeartbeatReply> {
         let mut conn = self.writer.lock().await;
-        let reply = jobs::heartbeat(&mut conn, lease, progress, extend_ms).await?;
+        let reply = jobs::heartbeat(&mut conn, self.clock(), lease, progress, extend_ms).await?;
         self.live.heartbeat(lease.job_id, progress, &reply);
         Ok(reply)
     }
 
     async fn complete(&self, lease: &LeaseRef, result: &JobResult) -> Result<()> {
         let mut conn = self.writer.lock().await;
-        jobs::complete(&mut conn, lease, result).await?;
+        jobs::complete(&mut conn, self.clock(), lease, result).await?;
         self.live.forget(lease.job_id);
         Ok(())
     }
@@ -187,6 +215,7 @@ impl Store for SqliteStore {
         let mut conn = self.writer.lock().await;
         let outcome = jobs::fail(
             &mut conn,
+            self.clock(),
             &self.index,
             &self.available,
             lease,
@@ -200,7 +229,7 @@ impl Store for SqliteStore {
 
     async fn ack_cancelled(&self, lease: &LeaseRef) -> Result<()> {
         let mut conn = self.writer.lock().await;
-        jobs::ack_cancelled(&mut conn, lease).await?;
+        jobs::ack_cancelled(&mut conn, self.clock(), lease).await?;
         self.live.forget(lease.job_id);
         Ok(())
     }
@@ -209,6 +238,7 @@ impl Store for SqliteStore {
         let mut conn = self.writer.lock().await;
         let reaped = jobs::end_stranded(
             &mut conn,
+            self.clock(),
             &self.index,
             &self.available,
             "lease_expires_at < CAST(? AS INTEGER)",
@@ -228,6 +258,7 @@ impl Store for SqliteStore {
         // `length` and `substr` both count characters, so the comparison is exact.
         let released = jobs::end_stranded(
             &mut conn,
+            self.clock(),
             &self.index,
             &self.available,
             "substr(lease_owner, 1, length(?1)) = ?1",
@@ -239,6 +270,73 @@ impl Store for SqliteStore {
             self.live.refresh(&mut conn, job.id).await?;
         }
         Ok(released.len() as u64)
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, String)> {
+        let mut conn = self.writer.lock().await;
+        api_keys::create(&mut conn, self.clock(), key).await
+    }
+
+    async fn find_key_by_secret(&self, secret: &str) -> Result<Option<KeyRecord>> {
+        let found = {
+            let mut conn = self.read.acquire().await?;
+            api_keys::find_by_secret(&mut conn, self.clock(), secret).await?
+        };
+        let Some((key, stale)) = found else {
+            return Ok(None);
+        };
+        // Only a use more than a minute after the last recorded one costs a write.
+        if stale {
+            let mut conn = self.writer.lock().await;
+            api_keys::touch(&mut conn, self.clock(), &key.id).await?;
+        }
+        Ok(Some(key))
+    }
+
+    async fn count_keys(&self) -> Result<u64> {
+        let mut conn = self.read.acquire().await?;
+        api_keys::count(&mut conn).await
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
+        let mut conn = self.read.acquire().await?;
+        api_keys::list(&mut conn).await
+    }
+
+    async fn revoke_key(&self, name: &str) -> Result<KeyRecord> {
+        let mut conn = self.writer.lock().await;
+        api_keys::revoke(&mut conn, self.clock(), name).await
+    }
+
+    async fn rotate_key(&self, name: &str) -> Result<(KeyRecord, String)> {
+        let mut conn = self.writer.lock().await;
+        api_keys::rotate(&mut conn, name).await
+    }
+
+    async fn update_key(&self, name: &str, update: KeyUpdate) -> Result<KeyRecord> {
+        let mut conn = self.writer.lock().await;
+        api_keys::update(&mut conn, name, update).await
+    }
+
+    async fn key_generation(&self) -> Result<i64> {
+        let mut conn = self.read.acquire().await?;
+        api_keys::generation(&mut conn).await
+    }
+
+    async fn server_secret(&self, name: &str) -> Result<String> {
+        let mut conn = self.writer.lock().await;
+        api_keys::server_secret(&mut conn, self.clock(), name).await
+    }
+}
+
+#[async_trait]
+impl MaintenanceStore for SqliteStore {
+    async fn purge_idempotency_keys(&self, older_than_ms: i64) -> Result<u64> {
+        let mut conn = self.writer.lock().await;
+        jobs::purge_idempotency_keys(&mut conn, older_than_ms).await
     }
 
     async fn release_inputs(&self, finished_by_ms: i64, limit: u32) -> Result<Vec<ReleasedBlobs>> {
@@ -269,56 +367,10 @@ impl Store for SqliteStore {
         let mut conn = self.writer.lock().await;
         retention::reclaim_space(&mut conn, max_pages).await
     }
+}
 
-    async fn job_counts(&self) -> Result<Vec<JobCount>> {
-        let mut conn = self.read.acquire().await?;
-        let rows = sqlx::query(
-            "SELECT model_id, state, count(*) AS n FROM jobs \
-             WHERE state IN ('queued', 'running') GROUP BY model_id, state",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let state: String = row.try_get("state")?;
-                Ok(JobCount {
-                    model_id: row.try_get("model_id")?,
-                    state: JobState::parse(&state)
-                        .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?,
-                    count: u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
-                })
-            })
-            .collect()
-    }
-
-    fn queued_total(&self) -> u64 {
-        self.index().total()
-    }
-
-    fn job_available(&self) -> Arc<Notify> {
-        self.available.clone()
-    }
-
-    async fn create_key(&self, key: NewKey) -> Result<(KeyRecord, String)> {
-        let mut conn = self.writer.lock().await;
-        keys::create(&mut conn, key).await
-    }
-
-    async fn find_key_by_secret(&self, secret: &str) -> Result<Option<KeyRecord>> {
-        let mut conn = self.read.acquire().await?;
-        keys::find_by_secret(&mut conn, secret).await
-    }
-
-    async fn count_keys(&self) -> Result<u64> {
-        let mut conn = self.read.acquire().await?;
-        keys::count(&mut conn).await
-    }
-
-    async fn server_secret(&self, name: &str) -> Result<String> {
-        let mut conn = self.writer.lock().await;
-        keys::server_secret(&mut conn, name).await
-    }
-
+#[async_trait]
+impl WebhookStore for SqliteStore {
     async fn webhook_due(
         &self,
         now_ms: i64,

@@ -2,14 +2,13 @@
 //! caller's transaction (the state change they report); with one writer, handing out
 //! due events is a plain transaction.
 
-use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
 
 use super::{begin, finish, jobs};
 use crate::webhooks::{
-    EVENT_COLUMNS_TAIL, WEBHOOK_SECRET_OVERLAP_MS, generate_secret, new_event_id, record_from_row,
-    snapshot_json,
+    EVENT_COLUMNS_TAIL, SECRET_COLUMNS, WEBHOOK_SECRET_OVERLAP_MS, generate_secret, new_event_id,
+    record_from_row, secrets_from_row, snapshot_json,
 };
 use crate::{
     JobRecord, Result, StoreError, WebhookAttempt, WebhookEvent, WebhookEventRecord,
@@ -156,19 +155,13 @@ async fn read_secrets(
     owner_key_id: &str,
     now: i64,
 ) -> Result<WebhookSecrets> {
-    let row = sqlx::query(
-        "SELECT secret, previous_secret, previous_until_ms FROM webhook_secrets \
-         WHERE owner_key_id = ?",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT {SECRET_COLUMNS} FROM webhook_secrets WHERE owner_key_id = ?"
+    ))
     .bind(owner_key_id)
     .fetch_one(&mut *conn)
     .await?;
-    let previous: Option<String> = row.try_get("previous_secret")?;
-    let until: Option<i64> = row.try_get("previous_until_ms")?;
-    Ok(WebhookSecrets {
-        current: row.try_get("secret")?,
-        previous: previous.filter(|_| until.is_some_and(|u| now < u)),
-    })
+    secrets_from_row(&row, now)
 }
 
 async fn ensure_secret(conn: &mut SqliteConnection, owner_key_id: &str, now: i64) -> Result<()> {
