@@ -299,6 +299,15 @@ test('image-to-video: upload an image with a preview, then play the result', asy
   assert.deepEqual(recent.slice(0, 2), ['COMPLETED', 'COMPLETED']);
 });
 
+test("the key's usage this month is shown once a key is entered", async () => {
+  // Two finished 1 s videos so far (GET /usage, refreshed with the recent list).
+  await page.waitForSelector('#usage[data-completed="2"]', { timeout: 15_000 });
+  const text = await page.textContent('#usage');
+  assert.match(text, /^This month: 2 videos · \d+ s of video$/, text);
+  const seconds = Number(await page.$eval('#usage', (n) => n.dataset.videoSeconds));
+  assert.ok(seconds >= 2 && seconds < 4, `video seconds: ${seconds}`);
+});
+
 test('the recent list comes from the server: a request made elsewhere is listed', async () => {
   const shown = await page.textContent('#job-id');
   const before = await page.$$eval('#recent li', (lis) => lis.map((li) => li.dataset.id));

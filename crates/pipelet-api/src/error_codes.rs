@@ -124,6 +124,14 @@ error_codes! {
          seconds."),
     QueueFull = ("queue_full", 429,
         "The queue is full; retry after `Retry-After` seconds."),
+    KeyQueueFull = ("key_queue_full", 429,
+        "This key has as many queued requests as its quota allows (`--max-queued-per-key` \
+         or the key's own limit); retry after `Retry-After` seconds, once some have \
+         started."),
+    KeyRateLimited = ("key_rate_limited", 429,
+        "This key made more creates than its rate allows (`--creates-per-minute` or the \
+         key's own rate); retry after `Retry-After` seconds. `RateLimit-Limit`, \
+         `RateLimit-Remaining` and `RateLimit-Reset` say where the key stands."),
     Internal = ("internal", 500,
         "A server fault; the operator's log has the cause."),
     Unavailable = ("unavailable", 503,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::test_images::{b64, jpeg, jpeg_rotated_90, photo, png, png_claiming, webp};
+use pipelet_testkit::images::{b64, jpeg, jpeg_rotated_90, photo, png, png_claiming, webp};
 
 fn limits() -> Limits {
     Limits::default()

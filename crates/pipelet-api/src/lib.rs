@@ -13,9 +13,6 @@ pub mod spec;
 pub mod wire;
 pub mod worker_protocol;
 
-#[cfg(test)]
-mod test_images;
-
 pub use catalog::{Catalog, CatalogError, ModelInfo, ModelSpec, Pipeline};
 pub use error_codes::ErrorCode;
 pub use image_input::InputImageInfo;

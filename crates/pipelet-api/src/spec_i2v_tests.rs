@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::tests::{bad, i2v, img, ok, size, t2v};
 use super::*;
-use crate::test_images::{b64, jpeg, photo, png, webp};
+use pipelet_testkit::images::{b64, jpeg, photo, png, webp};
 
 #[test]
 fn i2v_needs_an_image() {

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::*;
 use crate::catalog::Catalog;
-use crate::test_images::{b64, png};
+use pipelet_testkit::images::{b64, png};
 
 pub(super) fn model(id: &str) -> ModelSpec {
     Catalog::default().get(id).cloned().unwrap()

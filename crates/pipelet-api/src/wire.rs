@@ -11,10 +11,12 @@ use crate::spec::InputError;
 mod create;
 mod history;
 mod result;
+pub mod usage;
 
 pub use create::CreateRequest;
 pub use history::{RequestList, RequestSummary};
 pub use result::{ResultResponse, VIDEO_CONTENT_TYPE, VideoResult};
+pub use usage::{UsageReport, UsageRow, UsageTotals};
 
 /// `POST /queue/{model_id}` → 200.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

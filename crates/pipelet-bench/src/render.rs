@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use image::{ImageFormat, Rgb, RgbImage};
-use pipelet_api::Pipeline;
+use pipelet_api::{JobSpec, Pipeline};
 use pipelet_runner::preview::PreviewRunner;
 use pipelet_runner::{Progress, RenderJob, Runner};
 use tokio_util::sync::CancellationToken;
@@ -51,13 +51,16 @@ pub fn run_all(out_dir: &Path, reps: u32) -> anyhow::Result<Vec<RenderCase>> {
             let job = RenderJob {
                 job_id: format!("bench-{}-{width}x{height}", pipeline.as_str()),
                 pipeline,
-                prompt: "a lighthouse on a cliff at dusk, waves crashing".into(),
-                negative_prompt: None,
-                width,
-                height,
-                num_frames: FRAMES,
-                fps: 16,
-                steps: 4,
+                spec: JobSpec {
+                    prompt: "a lighthouse on a cliff at dusk, waves crashing".into(),
+                    negative_prompt: None,
+                    width,
+                    height,
+                    num_frames: FRAMES,
+                    fps: 16,
+                    steps: 4,
+                    ..JobSpec::sample("")
+                },
                 seed: 42,
                 image: (pipeline == Pipeline::I2v).then(|| image.clone()),
             };

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pipelet_api::Pipeline;
+use pipelet_api::{JobSpec, Pipeline};
 use tokio_util::sync::CancellationToken;
 
 mod mp4;
@@ -20,20 +20,9 @@ pub struct RenderJob {
     pub job_id: String,
     /// Which model weights render it (i2v also needs `image`).
     pub pipeline: Pipeline,
-    /// What the video should show.
-    pub prompt: String,
-    /// What the video should avoid (used by the real model; the preview ignores it).
-    pub negative_prompt: Option<String>,
-    /// Output width in pixels (a multiple of 16).
-    pub width: u32,
-    /// Output height in pixels (a multiple of 16).
-    pub height: u32,
-    /// 16·duration+1.
-    pub num_frames: u32,
-    /// Output frame rate, frames per second.
-    pub fps: u32,
-    /// Denoising steps the real model would run (the preview uses it only as metadata).
-    pub steps: u32,
+    /// What to render, exactly as validated at create and stored: the one typed spec
+    /// (prompt, negative prompt, final size in multiples of 16, `num_frames`, fps, steps).
+    pub spec: JobSpec,
     /// Same seed, prompt and size give the same video (always so for the preview).
     pub seed: u64,
     /// The encoded input image (JPEG/PNG/WebP) for i2v; `None` for t2v.

@@ -228,7 +228,16 @@ impl Application {
             config.lease,
         ));
         let disk = Arc::new(crate::disk::DiskGuard::new(&config.data_dir));
+        store.set_quota_defaults(pipelet_store::QuotaDefaults {
+            max_queued: config.max_queued_per_key,
+            max_running: config.max_running_per_key,
+        });
+        let create_limiter = Arc::new(crate::quotas::CreateLimiter::new(
+            config.creates_per_minute,
+            config.create_burst,
+        ));
         let state = AppState {
+            create_limiter,
             links,
             disk,
             store,

@@ -103,6 +103,22 @@ pub struct Config {
     /// Most jobs waiting at once; creates beyond it get 429.
     #[arg(long, env = "PIPELET_MAX_QUEUED", default_value_t = DEFAULT_MAX_QUEUED)]
     pub max_queued: u64,
+    /// Most jobs one key may have waiting at once (0: no limit); a key's own
+    /// `--max-queued` (`pipelet keys update`) overrides it. Creates beyond it get 429.
+    #[arg(long, env = "PIPELET_MAX_QUEUED_PER_KEY", default_value_t = 0)]
+    pub max_queued_per_key: u64,
+    /// Most jobs of one key that may run at once (0: no limit); a key's own
+    /// `--max-running` overrides it. A key at it waits while others' jobs run.
+    #[arg(long, env = "PIPELET_MAX_RUNNING_PER_KEY", default_value_t = 0)]
+    pub max_running_per_key: u64,
+    /// Creates one key may make per minute, per server (0: no limit): a token bucket
+    /// that refills at this rate; a key's own `--creates-per-minute` overrides it.
+    #[arg(long, env = "PIPELET_CREATES_PER_MINUTE", default_value_t = 0)]
+    pub creates_per_minute: u64,
+    /// Creates one key may make at once before `--creates-per-minute` paces it (the
+    /// bucket's size); default: the per-minute rate.
+    #[arg(long, env = "PIPELET_CREATE_BURST")]
+    pub create_burst: Option<u64>,
     /// Seconds a worker's lease lasts without a heartbeat.
     #[arg(long = "lease-secs", value_name = "LEASE_SECS", env = "PIPELET_LEASE_SECS",
           default_value = DEFAULT_LEASE_SECS.to_string(), value_parser = seconds())]

@@ -56,6 +56,19 @@ pub enum ApiError {
         /// Seconds sent in the `Retry-After` header.
         retry_after_secs: u64,
     },
+    /// 429 for a key past one of its quotas, with `Retry-After` and the IETF
+    /// `RateLimit-Limit` / `RateLimit-Remaining` / `RateLimit-Reset` headers.
+    #[error("{detail}")]
+    RateLimited {
+        /// Which quota, e.g. `key_queue_full` or `key_rate_limited`.
+        code: ErrorCode,
+        /// The human-readable message naming the limit, sent as the body's `detail`.
+        detail: String,
+        /// Seconds sent in the `Retry-After` header.
+        retry_after_secs: u64,
+        /// Where the key stands against the limit it hit.
+        limit: crate::quotas::RateLimit,
+    },
     /// `unavailable` (503): retry shortly.
     #[error("{0}")]
     Unavailable(String),
@@ -91,6 +104,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => ErrorCode::InvalidInput,
             ApiError::Conflict { code, .. }
             | ApiError::TooManyRequests { code, .. }
+            | ApiError::RateLimited { code, .. }
             | ApiError::Coded { code, .. } => *code,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Gone(_) => ErrorCode::ResultExpired,
@@ -183,6 +197,7 @@ impl From<StoreError> for ApiError {
                 ErrorCode::KeyNameTaken,
                 format!("a live key is already named '{name}'; revoke it or choose another name"),
             ),
+            StoreError::KeyQueueFull { limit, own } => crate::quotas::queue_full(limit, own),
             e @ (StoreError::Database(_)
             | StoreError::Migrate(_)
             | StoreError::Corrupt(_)
@@ -201,6 +216,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, code = code.as_str(), "request failed");
         }
         let mut retry_after = None;
+        let mut rate_limit = None;
         let body = match self {
             ApiError::Invalid(e) => {
                 let mut body = json!({ "detail": e.detail, "code": code });
@@ -232,11 +248,24 @@ impl IntoResponse for ApiError {
                 retry_after = Some(retry_after_secs);
                 json!({ "detail": detail, "code": code })
             }
+            ApiError::RateLimited {
+                detail,
+                retry_after_secs,
+                limit,
+                ..
+            } => {
+                retry_after = Some(retry_after_secs);
+                rate_limit = Some(limit);
+                json!({ "detail": detail, "code": code })
+            }
             other => json!({ "detail": other.to_string(), "code": code }),
         };
         let mut response = (status, Json(body)).into_response();
         if let Some(v) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
             response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if let Some(limit) = rate_limit {
+            limit.add_headers(response.headers_mut());
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

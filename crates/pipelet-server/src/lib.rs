@@ -11,6 +11,7 @@ mod extract;
 pub mod metrics;
 pub mod openapi;
 pub mod queue_service;
+pub mod quotas;
 mod result_body;
 pub mod result_links;
 pub mod retention;

@@ -64,6 +64,8 @@ schema, and `docs/errors.md`).";
         routes::admin_keys::update,
         routes::admin_keys::rotate,
         routes::admin_keys::revoke,
+        routes::usage::own,
+        routes::usage::all,
         routes::worker_api::claim,
         routes::worker_api::heartbeat,
         routes::worker_api::input,
@@ -91,8 +93,9 @@ schema, and `docs/errors.md`).";
             agents use to claim jobs, hold their leases and deliver results. Worker keys only; \
             every call after a claim carries the lease token, and a stale one changes nothing."),
         (name = "admin", description = "Key management (`/admin/v1/keys`): list, create, \
-            update, rotate and revoke API keys by name. Admin keys only; a secret is shown \
-            only when created or rotated."),
+            update, rotate and revoke API keys by name; every key's usage \
+            (`/admin/v1/usage`). Admin keys only; a secret is shown only when created or \
+            rotated."),
         (name = "ops", description = "Health, readiness, metrics, this document and the web \
             pages."),
     )
@@ -307,4 +310,15 @@ pub enum WorkerJobErrors {
     /// `.../result`).
     #[response(status = 409)]
     Conflict(WorkerConflict),
+}
+
+/// Errors of the worker-API calls that take a JSON body on a leased job.
+#[derive(IntoResponses)]
+pub enum WorkerBodyErrors {
+    /// The body is unreadable or not JSON.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Well-formed JSON of the wrong shape; `detail` names the field.
+    #[response(status = 422)]
+    Unprocessable(ErrorBody),
 }

@@ -90,6 +90,8 @@ pub fn router(state: AppState) -> Router {
             axum::routing::patch(admin_keys::update).delete(admin_keys::revoke),
         )
         .route("/admin/v1/keys/{name}/rotate", post(admin_keys::rotate))
+        .route("/admin/v1/usage", get(crate::routes::usage::all))
+        .route("/usage", get(crate::routes::usage::own))
         .route("/metrics", get(health::metrics))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))

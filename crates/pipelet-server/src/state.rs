@@ -33,4 +33,6 @@ pub struct AppState {
     pub links: Arc<crate::result_links::LinkSigner>,
     /// Fires when the server starts shutting down (ends long polls).
     pub shutdown: CancellationToken,
+    /// The per-key creates-per-minute buckets (`--creates-per-minute`).
+    pub create_limiter: Arc<crate::quotas::CreateLimiter>,
 }

@@ -69,6 +69,16 @@ pub struct KeyUpdate {
     pub max_priority: Option<i64>,
     /// A new expiry: `Some(None)` removes it, `Some(Some(ms))` sets it.
     pub expires_at_ms: Option<Option<i64>>,
+    /// A new queued-jobs quota: `Some(None)` goes back to the server's default,
+    /// `Some(Some(0))` is no limit for this key.
+    pub max_queued: Option<Option<u64>>,
+    /// A new running-jobs quota, as [`KeyUpdate::max_queued`].
+    pub max_running: Option<Option<u64>>,
+    /// A new creates-per-minute rate, as [`KeyUpdate::max_queued`].
+    pub creates_per_minute: Option<Option<u64>>,
+    /// A new fair-sharing weight, [`crate::fair::MIN_WEIGHT`] to
+    /// [`crate::fair::MAX_WEIGHT`] (callers check the range; the database refuses others).
+    pub weight: Option<i64>,
 }
 
 /// A stored key, without its secret (only the secret's hash is stored).
@@ -94,6 +104,18 @@ pub struct KeyRecord {
     pub last_used_at_ms: Option<i64>,
     /// When it was revoked, ms since the epoch; `None` while live.
     pub revoked_at_ms: Option<i64>,
+    /// The most jobs it may have queued at once; `None` takes the server's default
+    /// (`--max-queued-per-key`), `Some(0)` is no limit.
+    pub max_queued: Option<u64>,
+    /// The most jobs of it that may run at once; `None` takes the server's default
+    /// (`--max-running-per-key`), `Some(0)` is no limit.
+    pub max_running: Option<u64>,
+    /// The most creates a minute (a token bucket); `None` takes the server's default
+    /// (`--creates-per-minute`), `Some(0)` is no limit.
+    pub creates_per_minute: Option<u64>,
+    /// Its share of the queue against other keys' jobs of the same priority (see
+    /// [`crate::fair`]): a key of weight 2 gets twice the dispatches of a key of weight 1.
+    pub weight: i64,
 }
 
 impl KeyRecord {
@@ -101,6 +123,53 @@ impl KeyRecord {
     pub fn is_expired(&self, now_ms: i64) -> bool {
         self.expires_at_ms.is_some_and(|at| at <= now_ms)
     }
+}
+
+/// The server-wide quota defaults the store enforces for keys without their own
+/// ([`KeyRecord::max_queued`], [`KeyRecord::max_running`]); 0 is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaDefaults {
+    /// `--max-queued-per-key`: a create beyond it fails with
+    /// [`StoreError::KeyQueueFull`](crate::StoreError::KeyQueueFull).
+    pub max_queued: u64,
+    /// `--max-running-per-key`: a claim skips the queued jobs of a key at it.
+    pub max_running: u64,
+}
+
+/// [`QuotaDefaults`] as the store holds them: set at start, read by every create and
+/// claim without a lock.
+#[derive(Debug, Default)]
+pub(crate) struct QuotaCell {
+    max_queued: std::sync::atomic::AtomicU64,
+    max_running: std::sync::atomic::AtomicU64,
+}
+
+impl QuotaCell {
+    /// Replaces the defaults.
+    pub(crate) fn set(&self, defaults: QuotaDefaults) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.max_queued.store(defaults.max_queued, Relaxed);
+        self.max_running.store(defaults.max_running, Relaxed);
+    }
+
+    /// The defaults now.
+    pub(crate) fn get(&self) -> QuotaDefaults {
+        use std::sync::atomic::Ordering::Relaxed;
+        QuotaDefaults {
+            max_queued: self.max_queued.load(Relaxed),
+            max_running: self.max_running.load(Relaxed),
+        }
+    }
+}
+
+/// A quota as effective: the key's own, else the default; `None` when there is no limit.
+pub fn effective_limit(own: Option<u64>, default: u64) -> Option<u64> {
+    Some(own.unwrap_or(default)).filter(|&n| n > 0)
+}
+
+/// A quota as stored: the key's own limit, which SQL keeps as a signed integer.
+pub(crate) fn limit_to_sql(limit: Option<u64>) -> Option<i64> {
+    limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// `last_used_at` is written only when it is older than this, so a busy key costs one
@@ -112,7 +181,7 @@ pub const PREFIX_CHARS: usize = 8;
 
 /// The columns [`key_from_row`] reads, for both backends' `SELECT`s and `RETURNING`s.
 pub(crate) const KEY_COLUMNS: &str = "id, name, role, max_priority, created_at, secret_prefix, \
-    expires_at, last_used_at, revoked_at";
+    expires_at, last_used_at, revoked_at, max_queued, max_running, creates_per_minute, weight";
 
 /// The shown prefix of `secret`: its first [`PREFIX_CHARS`] characters after
 /// [`SECRET_PREFIX`].
@@ -175,6 +244,11 @@ pub(crate) fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// A stored limit; a negative one (never written) reads as no limit.
+fn limit_from_sql(v: Option<i64>) -> Option<u64> {
+    v.map(|n| u64::try_from(n).unwrap_or(0))
+}
+
 /// Reads a key from either backend's row of [`KEY_COLUMNS`].
 pub(crate) fn key_from_row<'r, R>(row: &'r R) -> crate::Result<KeyRecord>
 where
@@ -196,7 +270,48 @@ where
         expires_at_ms: row.try_get("expires_at")?,
         last_used_at_ms: row.try_get("last_used_at")?,
         revoked_at_ms: row.try_get("revoked_at")?,
+        max_queued: limit_from_sql(row.try_get("max_queued")?),
+        max_running: limit_from_sql(row.try_get("max_running")?),
+        creates_per_minute: limit_from_sql(row.try_get("creates_per_minute")?),
+        weight: row.try_get("weight")?,
     })
+}
+
+/// The key in a row of [`KEY_COLUMNS`] and `secret_sha256`, found by the hash of
+/// `secret`: `None` unless the hash matches and the key is unexpired at `now_ms`; with
+/// it, whether its `last_used_at` is stale enough to be touched.
+pub(crate) fn key_for_secret<'r, R>(
+    row: &'r R,
+    secret: &str,
+    now_ms: i64,
+) -> crate::Result<Option<(KeyRecord, bool)>>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let stored: String = row.try_get("secret_sha256")?;
+    let key = key_from_row(row)?;
+    if !hash_matches(&stored, secret) || key.is_expired(now_ms) {
+        return Ok(None);
+    }
+    let stale = key
+        .last_used_at_ms
+        .is_none_or(|at| now_ms.saturating_sub(at) >= LAST_USED_RESOLUTION_MS);
+    Ok(Some((key, stale)))
+}
+
+/// A unique violation on insert or update: the only unique column a caller controls is a
+/// live key's name (a secret hash colliding is impossible).
+pub(crate) fn name_taken(e: sqlx::Error, name: &str) -> crate::StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            crate::StoreError::KeyNameTaken(name.to_string())
+        }
+        _ => crate::StoreError::Database(e),
+    }
 }
 
 #[cfg(test)]

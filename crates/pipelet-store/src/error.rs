@@ -48,6 +48,15 @@ pub enum StoreError {
     /// A live key already has this name; names of live keys are unique.
     #[error("a live key is already named '{0}'; revoke it or choose another name")]
     KeyNameTaken(String),
+    /// A create refused: the owner already has `limit` queued jobs, its queued-jobs
+    /// quota (the key's own when `own`, else the server's default).
+    #[error("this key already has {limit} queued jobs")]
+    KeyQueueFull {
+        /// The quota that was reached.
+        limit: u64,
+        /// Whether it is the key's own quota rather than the server's default.
+        own: bool,
+    },
 }
 
 impl StoreError {

@@ -42,6 +42,39 @@ pub(crate) fn unreadable_spec(spec: &str) -> Option<UnreadableSpec> {
     })
 }
 
+/// The jobs among `rows` (`(id, spec)`) whose spec this version cannot read, each
+/// logged as it comes up to be failed.
+pub(crate) fn unreadable_jobs(
+    rows: Vec<(String, String)>,
+) -> impl Iterator<Item = (String, UnreadableSpec)> {
+    rows.into_iter().filter_map(|(id, spec)| {
+        let unreadable = unreadable_spec(&spec)?;
+        tracing::error!(job = %id, error = %unreadable.detail, "failing a job this version cannot read");
+        Some((id, unreadable))
+    })
+}
+
+/// Both backends' count of live jobs by model and state, read by [`job_count_from_row`].
+pub(crate) const JOB_COUNTS_SQL: &str = "SELECT model_id, state, count(*) AS n FROM jobs \
+     WHERE state IN ('queued', 'running') GROUP BY model_id, state";
+
+/// Reads one row of [`JOB_COUNTS_SQL`].
+pub(crate) fn job_count_from_row<'r, R>(row: &'r R) -> Result<crate::JobCount>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let state: String = row.try_get("state")?;
+    Ok(crate::JobCount {
+        model_id: row.try_get("model_id")?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?,
+        count: u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
+    })
+}
+
 /// Reads a job from any backend's row of its `JOB_COLUMNS` (in both, `cancel_requested`
 /// comes back as an integer).
 pub(crate) fn job_from_row<'r, R>(row: &'r R) -> Result<JobRecord>

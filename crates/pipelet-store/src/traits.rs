@@ -5,24 +5,26 @@ mod job_store;
 mod key_store;
 mod lease_store;
 mod maintenance_store;
+mod usage_store;
 mod webhook_store;
 
 pub use job_store::JobStore;
 pub use key_store::KeyStore;
 pub use lease_store::LeaseStore;
 pub use maintenance_store::MaintenanceStore;
+pub use usage_store::UsageStore;
 pub use webhook_store::WebhookStore;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::{
-    KeyRecord, KeyUpdate, NewKey, ReleasedBlobs, Result, Store, WebhookAttempt, WebhookEvent,
-    WebhookEventRecord, WebhookSecrets,
+    KeyRecord, KeyUpdate, NewKey, ReleasedBlobs, Result, Store, UsageQuery, UsageRecord,
+    WebhookAttempt, WebhookEvent, WebhookEventRecord, WebhookSecrets,
 };
 
-/// A store wrapper: implementing it gives [`KeyStore`], [`MaintenanceStore`] and
-/// [`WebhookStore`] that call the wrapped store unchanged, so the wrapper writes only
+/// A store wrapper: implementing it gives [`KeyStore`], [`MaintenanceStore`],
+/// [`UsageStore`] and [`WebhookStore`] that call the wrapped store unchanged, so the wrapper writes only
 /// [`JobStore`] and [`LeaseStore`], where job transitions happen.
 pub trait Delegating: Send + Sync {
     /// The wrapped store, which every delegated call goes to unchanged.
@@ -57,6 +59,9 @@ impl<T: Delegating> KeyStore for T {
     }
     async fn server_secret(&self, name: &str) -> Result<String> {
         self.inner().server_secret(name).await
+    }
+    fn set_quota_defaults(&self, defaults: crate::QuotaDefaults) {
+        self.inner().set_quota_defaults(defaults)
     }
 }
 
@@ -129,5 +134,12 @@ impl<T: Delegating> WebhookStore for T {
         self.inner()
             .rotate_webhook_secret(owner_key_id, now_ms)
             .await
+    }
+}
+
+#[async_trait]
+impl<T: Delegating> UsageStore for T {
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRecord>> {
+        self.inner().usage(query).await
     }
 }

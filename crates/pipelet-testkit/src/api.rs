@@ -8,12 +8,16 @@ use serde_json::Value;
 /// the JSON body (`Value::Null` for an empty one).
 #[derive(Clone)]
 pub struct Api {
+    /// The server's root URL, without a trailing slash (`http://127.0.0.1:PORT`).
     pub base: String,
+    /// The API key sent as `Authorization: Bearer`.
     pub key: String,
+    /// The client every call uses (120 s timeout), for tests' own requests.
     pub http: reqwest::Client,
 }
 
 impl Api {
+    /// `key`'s view of the server at `base` (no trailing slash).
     pub fn new(base: &str, key: &str) -> Api {
         Api {
             base: base.to_string(),
@@ -38,6 +42,7 @@ impl Api {
         (status, json)
     }
 
+    /// `POST /queue/{model}` with `body`, whatever the answer.
     pub async fn try_create(&self, model: &str, body: &Value) -> (u16, Value) {
         Self::answer(
             self.http
@@ -59,6 +64,7 @@ impl Api {
         (id, answer)
     }
 
+    /// The status body of `id` (asserting 200).
     pub async fn status(&self, model: &str, id: &str) -> Value {
         let (status, body) = Self::answer(
             self.http
@@ -70,6 +76,7 @@ impl Api {
         body
     }
 
+    /// `PUT …/cancel` of `id`, whatever the answer.
     pub async fn cancel(&self, model: &str, id: &str) -> (u16, Value) {
         Self::answer(
             self.http
@@ -79,6 +86,7 @@ impl Api {
         .await
     }
 
+    /// `GET …/requests/{id}`: the result once `COMPLETED`, else the error answer.
     pub async fn result(&self, model: &str, id: &str) -> (u16, Value) {
         Self::answer(
             self.http

@@ -16,10 +16,14 @@ use tokio::task::JoinHandle;
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`, no trailing slash.
     pub address: String,
+    /// The port it listens on (a free one, picked by the OS).
     pub port: u16,
     /// The admin key the first start of the data dir created.
     pub admin_key: String,
+    /// A plain HTTP client for the test's requests.
     pub client: Client,
+    /// The server's shared state: the store, blobs and config, to seed or inspect
+    /// jobs behind the API's back.
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<anyhow::Result<()>>,
@@ -86,6 +90,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 static KEY_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl TestApp {
+    /// The absolute URL of `path` (which starts with `/`) on this server.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -17,12 +17,16 @@ use std::time::Duration;
 
 use crate::{env_flag, unique};
 
+/// The shared PostgreSQL server's maintenance database, used unless
+/// `PIPELET_TEST_DATABASE_URL` names another.
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// Whether `PIPELET_SKIP_S3=1` switches off the tests that need moto's S3.
 pub fn skip_s3() -> bool {
     env_flag("PIPELET_SKIP_S3")
 }
 
+/// Whether `PIPELET_SKIP_POSTGRES=1` switches off the tests that need PostgreSQL.
 pub fn skip_postgres() -> bool {
     env_flag("PIPELET_SKIP_POSTGRES")
 }
@@ -252,12 +256,15 @@ pub fn psql(url: &str, sql: &str) -> Result<String, String> {
 /// A fresh database on the shared PostgreSQL server, dropped when this is dropped (kept
 /// for inspection when the test failed).
 pub struct PgDb {
+    /// A `postgres://` URL of the new database, for the store under test.
     pub url: String,
     name: String,
     admin_url: String,
 }
 
 impl PgDb {
+    /// A fresh database on `PIPELET_TEST_DATABASE_URL`'s server, else on
+    /// [`DEFAULT_ADMIN_URL`]'s.
     pub fn create() -> PgDb {
         let admin_url = std::env::var("PIPELET_TEST_DATABASE_URL")
             .ok()
@@ -358,6 +365,8 @@ fn pg_bindir() -> PathBuf {
 }
 
 impl PgCluster {
+    /// Initialises and starts a cluster (panicking if PostgreSQL's server binaries are
+    /// missing); it is stopped and deleted on drop.
     pub fn start() -> PgCluster {
         let bindir = pg_bindir();
         let dir = tempfile::tempdir().expect("tempdir");

@@ -13,6 +13,7 @@ fn gradient(w: u32, h: u32) -> DynamicImage {
     DynamicImage::ImageRgb8(img)
 }
 
+/// A `w`x`h` smooth gradient encoded as `format`: small and valid, for the happy paths.
 pub fn encode(w: u32, h: u32, format: ImageFormat) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     gradient(w, h)
@@ -36,14 +37,17 @@ pub fn photo(w: u32, h: u32, format: ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
+/// [`encode`] as PNG.
 pub fn png(w: u32, h: u32) -> Vec<u8> {
     encode(w, h, ImageFormat::Png)
 }
 
+/// [`encode`] as JPEG.
 pub fn jpeg(w: u32, h: u32) -> Vec<u8> {
     encode(w, h, ImageFormat::Jpeg)
 }
 
+/// [`encode`] as WebP.
 pub fn webp(w: u32, h: u32) -> Vec<u8> {
     encode(w, h, ImageFormat::WebP)
 }

@@ -11,6 +11,10 @@
 //! - Here: deadlines ([`wait_until`]), unique names, temp dirs, free ports and the
 //!   switch for the slow real-process suites ([`slow_tests_enabled`]).
 
+// Test-helper code: a panic is how a helper reports a broken test setup, so it may
+// unwrap and expect like the tests that call it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod api;
 #[cfg(feature = "server")]
 pub mod app;

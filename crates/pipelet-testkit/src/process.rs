@@ -11,11 +11,13 @@ use serde_json::Value;
 /// The `pipelet` binary under test; [`crate::pipelet!`] makes one for the package's own.
 #[derive(Debug, Clone)]
 pub struct Pipelet {
+    /// Path of the executable.
     pub bin: PathBuf,
 }
 
 /// A `pipelet serve` child process; dropping it kills it.
 pub struct Server {
+    /// The child process, for tests that signal or wait on it themselves.
     pub child: Child,
     /// `http://127.0.0.1:<port>`
     pub base: String,
@@ -24,6 +26,7 @@ pub struct Server {
 }
 
 impl Pipelet {
+    /// The binary at `bin` (usually `CARGO_BIN_EXE_pipelet`, via [`crate::pipelet!`]).
     pub fn new(bin: impl Into<PathBuf>) -> Pipelet {
         Pipelet { bin: bin.into() }
     }
@@ -178,10 +181,12 @@ impl Server {
         self.child.wait().expect("wait");
     }
 
+    /// SIGTERM: a graceful shutdown (drain, hand running jobs back); does not wait.
     pub fn sigterm(&mut self) {
         sigterm(&self.child);
     }
 
+    /// Creates a request with the admin key (asserting 200); returns the create answer.
     pub async fn create(&self, client: &reqwest::Client, model: &str, body: Value) -> Value {
         let r = client
             .post(format!("{}/queue/{model}", self.base))
@@ -194,6 +199,7 @@ impl Server {
         r.json().await.expect("create json")
     }
 
+    /// The status body of `id` (asserting 200).
     pub async fn status(&self, client: &reqwest::Client, model: &str, id: &str) -> Value {
         let r = client
             .get(format!("{}/queue/{model}/requests/{id}/status", self.base))

@@ -230,14 +230,9 @@ impl Worker {
         let render = RenderJob {
             job_id: id.to_string(),
             pipeline: job.pipeline,
-            prompt: job.spec.prompt.clone(),
-            negative_prompt: job.spec.negative_prompt.clone(),
-            width: job.spec.width,
-            height: job.spec.height,
-            num_frames: job.spec.num_frames,
-            fps: job.spec.fps,
-            steps: job.spec.steps,
+            // A job the client gave no seed renders the same on every attempt.
             seed: job.spec.seed.unwrap_or_else(|| id.as_u64_pair().0),
+            spec: job.spec.clone(),
             image,
         };
         let out = self.config.scratch_dir.join(format!("{id}.mp4"));

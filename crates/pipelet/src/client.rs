@@ -1,6 +1,7 @@
 //! The client verbs for people: `submit` (follows the request, writes the MP4),
 //! `status` (a one-line summary, or the raw JSON), `cancel` (`--force` stops a running
-//! request), `result` and `list` (the key's recent requests), over the public queue API.
+//! request), `result`, `list` (the key's recent requests) and `usage` (what a key used),
+//! over the public queue API.
 //!
 //! [`summary`] words a status as one line; [`progress`] shows a followed request (a bar
 //! on a terminal, plain lines otherwise).
@@ -8,6 +9,7 @@
 mod list;
 mod progress;
 mod summary;
+mod usage;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +23,7 @@ use serde_json::{Value, json};
 pub use list::{ListArgs, list};
 use progress::Display;
 use summary::StatusView;
+pub use usage::{UsageArgs, usage};
 
 /// Largest image `submit --image` reads (the server's own limit is 10 MiB decoded).
 const MAX_IMAGE_FILE_BYTES: u64 = 10 * 1024 * 1024;

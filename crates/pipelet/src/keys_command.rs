@@ -32,11 +32,28 @@ pub enum KeysCommand {
         /// The key stops working after this long, e.g. 30d, 12h (default: never).
         #[arg(long, value_parser = humantime::parse_duration)]
         expires_in: Option<Duration>,
+        /// Most requests the key may have queued at once (0: no limit; default: the
+        /// server's --max-queued-per-key).
+        #[arg(long)]
+        max_queued: Option<u64>,
+        /// Most of the key's requests that may run at once (0: no limit; default: the
+        /// server's --max-running-per-key).
+        #[arg(long)]
+        max_running: Option<u64>,
+        /// Most creates the key may make a minute, per server (0: no limit; default:
+        /// the server's --creates-per-minute).
+        #[arg(long)]
+        creates_per_minute: Option<u64>,
+        /// The key's share of the queue against other keys' requests of the same
+        /// priority, 1 to 100: weight 2 gets twice the dispatches of weight 1.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..=100))]
+        weight: i64,
         #[command(flatten)]
         store: StoreArgs,
     },
     /// List the keys (revoked ones too): name, role, the first characters of the
-    /// secret, priority cap, created, expires, last used, revoked. Never a secret.
+    /// secret, priority cap, created, expires, last used, revoked, quotas, weight. Never a
+    /// secret.
     List {
         /// Print JSON (an array of keys) instead of a table.
         #[arg(long)]
@@ -59,7 +76,7 @@ pub enum KeysCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Change the priority cap or expiry of the live key NAME.
+    /// Change the priority cap, expiry, quotas or weight of the live key NAME.
     Update {
         /// The key's name.
         name: String,
@@ -72,6 +89,22 @@ pub enum KeysCommand {
         /// Remove the expiry: the key works until revoked.
         #[arg(long)]
         no_expiry: bool,
+        /// A new queued-requests quota: N (0: no limit), or `default` for the server's
+        /// --max-queued-per-key.
+        #[arg(long, value_parser = parse_quota)]
+        max_queued: Option<Quota>,
+        /// A new running-requests quota: N (0: no limit), or `default` for the
+        /// server's --max-running-per-key.
+        #[arg(long, value_parser = parse_quota)]
+        max_running: Option<Quota>,
+        /// A new creates-per-minute rate: N (0: no limit), or `default` for the
+        /// server's --creates-per-minute.
+        #[arg(long, value_parser = parse_quota)]
+        creates_per_minute: Option<Quota>,
+        /// A new share of the queue against other keys' requests of the same
+        /// priority, 1 to 100.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=100))]
+        weight: Option<i64>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -114,6 +147,30 @@ impl From<RoleArg> for Role {
             RoleArg::Worker => Role::Worker,
             RoleArg::Admin => Role::Admin,
         }
+    }
+}
+
+/// A key's quota as `keys update` takes it: its own limit, or `None` for the server's
+/// default.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota(Option<u64>);
+
+/// `N` or `default`.
+fn parse_quota(s: &str) -> Result<Quota, String> {
+    if s.eq_ignore_ascii_case("default") {
+        return Ok(Quota(None));
+    }
+    s.parse()
+        .map(|n| Quota(Some(n)))
+        .map_err(|_| format!("expected a number (0: no limit) or `default`, got {s:?}"))
+}
+
+/// A key's quota for people: its own limit, `none` for 0, or `default`.
+fn quota_text(limit: Option<u64>) -> String {
+    match limit {
+        None => "default".into(),
+        Some(0) => "none".into(),
+        Some(n) => n.to_string(),
     }
 }
 
@@ -161,11 +218,15 @@ fn key_json(key: &KeyRecord) -> serde_json::Value {
         "expires_at": at(key.expires_at_ms),
         "last_used_at": at(key.last_used_at_ms),
         "revoked_at": at(key.revoked_at_ms),
+        "max_queued": key.max_queued,
+        "max_running": key.max_running,
+        "creates_per_minute": key.creates_per_minute,
+        "weight": key.weight,
     })
 }
 
 fn print_table(keys: &[KeyRecord]) {
-    let rows: Vec<[String; 8]> = keys
+    let rows: Vec<[String; 12]> = keys
         .iter()
         .map(|k| {
             [
@@ -181,6 +242,10 @@ fn print_table(keys: &[KeyRecord]) {
                 when(k.expires_at_ms),
                 when(k.last_used_at_ms),
                 when(k.revoked_at_ms),
+                quota_text(k.max_queued),
+                quota_text(k.max_running),
+                quota_text(k.creates_per_minute),
+                k.weight.to_string(),
             ]
         })
         .collect();
@@ -193,6 +258,10 @@ fn print_table(keys: &[KeyRecord]) {
         "EXPIRES",
         "LAST_USED",
         "REVOKED",
+        "MAX_QUEUED",
+        "MAX_RUNNING",
+        "CREATES/MIN",
+        "WEIGHT",
     ];
     let mut widths = header.map(|h| h.chars().count());
     for row in &rows {
@@ -221,12 +290,16 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
             role,
             max_priority,
             expires_in,
+            max_queued,
+            max_running,
+            creates_per_minute,
+            weight,
             store,
         } => {
             let name = check_key_name(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
             let expires_at_ms = expires_in.map(expiry).transpose()?;
             let store = store.open().await?;
-            let (_, secret) = store
+            let (key, secret) = store
                 .create_key(NewKey {
                     name,
                     role: role.into(),
@@ -235,6 +308,27 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(explain)?;
+            // Quotas are set on the new key (the server's defaults until then).
+            let weight = (weight != pipelet_store::fair::DEFAULT_WEIGHT).then_some(weight);
+            if max_queued.is_some()
+                || max_running.is_some()
+                || creates_per_minute.is_some()
+                || weight.is_some()
+            {
+                store
+                    .update_key(
+                        &key.name,
+                        KeyUpdate {
+                            max_queued: max_queued.map(Some),
+                            max_running: max_running.map(Some),
+                            creates_per_minute: creates_per_minute.map(Some),
+                            weight,
+                            ..KeyUpdate::default()
+                        },
+                    )
+                    .await
+                    .map_err(explain)?;
+            }
             println!("{secret}");
         }
         KeysCommand::List { json, store } => {
@@ -269,6 +363,10 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
             max_priority,
             expires_in,
             no_expiry,
+            max_queued,
+            max_running,
+            creates_per_minute,
+            weight,
             store,
         } => {
             let expires_at_ms = match (expires_in, no_expiry) {
@@ -276,9 +374,21 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
                 (None, true) => Some(None),
                 (None, false) => None,
             };
-            if max_priority.is_none() && expires_at_ms.is_none() {
+            let (max_queued, max_running, creates_per_minute) = (
+                max_queued.map(|q| q.0),
+                max_running.map(|q| q.0),
+                creates_per_minute.map(|q| q.0),
+            );
+            if max_priority.is_none()
+                && expires_at_ms.is_none()
+                && max_queued.is_none()
+                && max_running.is_none()
+                && creates_per_minute.is_none()
+                && weight.is_none()
+            {
                 anyhow::bail!(
-                    "nothing to change: give --max-priority, --expires-in or --no-expiry"
+                    "nothing to change: give --max-priority, --expires-in, --no-expiry, \
+                     --max-queued, --max-running, --creates-per-minute or --weight"
                 );
             }
             let key = store
@@ -289,15 +399,24 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
                     KeyUpdate {
                         max_priority,
                         expires_at_ms,
+                        max_queued,
+                        max_running,
+                        creates_per_minute,
+                        weight,
                     },
                 )
                 .await
                 .map_err(explain)?;
             eprintln!(
-                "updated key '{}': max priority {}, expires {}",
+                "updated key '{}': max priority {}, expires {}, max queued {}, max running {}, \
+                 creates per minute {}, weight {}",
                 key.name,
                 key.max_priority,
-                when(key.expires_at_ms)
+                when(key.expires_at_ms),
+                quota_text(key.max_queued),
+                quota_text(key.max_running),
+                quota_text(key.creates_per_minute),
+                key.weight,
             );
         }
     }

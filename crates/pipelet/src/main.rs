@@ -73,6 +73,15 @@ enum Command {
         #[command(flatten)]
         args: client::ListArgs,
     },
+    /// Show what your key used per UTC day and model: requests by outcome, video and
+    /// render seconds (--all or --key-name with an admin key: other keys'; --json: the
+    /// server's report).
+    Usage {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        args: client::UsageArgs,
+    },
     /// Wait for a request and write its MP4.
     Result {
         #[command(flatten)]
@@ -141,6 +150,7 @@ async fn main() -> std::process::ExitCode {
         Command::Cancel { server, args } => client::cancel(server, args).await,
         Command::Result { server, args } => client::result(server, args).await,
         Command::List { server, args } => client::list(server, args).await,
+        Command::Usage { server, args } => client::usage(server, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,8 +3,8 @@ use serde_json::json;
 use super::*;
 use crate::catalog::Catalog;
 use crate::spec::{Limits, validate_create};
-use crate::test_images::{b64, png};
 use crate::{ModelSpec, Pipeline};
+use pipelet_testkit::images::{b64, png};
 
 /// Every documented field, and the pipeline whose validator reads it.
 const FIELDS: [(&str, Pipeline); 12] = [

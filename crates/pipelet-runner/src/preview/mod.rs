@@ -97,15 +97,15 @@ fn render(
     cancel: &CancellationToken,
 ) -> Result<RenderOutput, RunnerError> {
     validate(job)?;
-    let total = job.num_frames + 1;
+    let total = job.spec.num_frames + 1;
     if cancel.is_cancelled() {
         return Err(RunnerError::Cancelled);
     }
     let mut scene = Scene::new(job)?;
-    let mark = PreviewMark::new(job.width, job.height);
-    let mut encoder = H264Encoder::new(job.width, job.height, job.fps)?;
-    let mut rgb = vec![0u8; job.width as usize * job.height as usize * 3];
-    for index in 0..job.num_frames {
+    let mark = PreviewMark::new(job.spec.width, job.spec.height);
+    let mut encoder = H264Encoder::new(job.spec.width, job.spec.height, job.spec.fps)?;
+    let mut rgb = vec![0u8; job.spec.width as usize * job.spec.height as usize * 3];
+    for index in 0..job.spec.num_frames {
         if cancel.is_cancelled() {
             return Err(RunnerError::Cancelled);
         }
@@ -120,14 +120,14 @@ fn render(
     let video = encoder.finish()?;
     let bytes = write_atomically(job, &video, out, cancel)?;
     progress(Progress { done: total, total });
-    tracing::debug!(job_id = %job.job_id, bytes, frames = job.num_frames, "preview rendered");
+    tracing::debug!(job_id = %job.job_id, bytes, frames = job.spec.num_frames, "preview rendered");
     Ok(RenderOutput {
         path: out.to_path_buf(),
         bytes,
-        width: job.width,
-        height: job.height,
-        frames: job.num_frames,
-        fps: job.fps,
+        width: job.spec.width,
+        height: job.spec.height,
+        frames: job.spec.num_frames,
+        fps: job.spec.fps,
         backend: BACKEND,
     })
 }
@@ -135,7 +135,7 @@ fn render(
 /// The API layer validates jobs; these checks keep a bad job from reaching code that
 /// would panic (odd sizes in 4:2:0, encoder limits) or overflow counters.
 fn validate(job: &RenderJob) -> Result<(), RunnerError> {
-    let (w, h) = (job.width, job.height);
+    let (w, h) = (job.spec.width, job.spec.height);
     if w == 0 || h == 0 || w % 2 != 0 || h % 2 != 0 {
         return Err(RunnerError::Permanent(
             format!("frame size {w}x{h} must be positive and even").into(),
@@ -147,14 +147,14 @@ fn validate(job: &RenderJob) -> Result<(), RunnerError> {
                 .into(),
         ));
     }
-    if job.num_frames == 0 || job.num_frames > 100_000 {
+    if job.spec.num_frames == 0 || job.spec.num_frames > 100_000 {
         return Err(RunnerError::Permanent(
-            format!("num_frames {} is out of range", job.num_frames).into(),
+            format!("num_frames {} is out of range", job.spec.num_frames).into(),
         ));
     }
-    if job.fps == 0 || job.fps > 240 {
+    if job.spec.fps == 0 || job.spec.fps > 240 {
         return Err(RunnerError::Permanent(
-            format!("fps {} is out of range", job.fps).into(),
+            format!("fps {} is out of range", job.spec.fps).into(),
         ));
     }
     Ok(())
@@ -170,9 +170,9 @@ impl Scene {
     fn new(job: &RenderJob) -> Result<Self, RunnerError> {
         match job.pipeline {
             Pipeline::T2v => Ok(Self::Plasma(Box::new(t2v::Plasma::new(
-                job.width,
-                job.height,
-                &job.prompt,
+                job.spec.width,
+                job.spec.height,
+                &job.spec.prompt,
                 job.seed,
             )))),
             Pipeline::I2v => {
@@ -181,10 +181,10 @@ impl Scene {
                 })?;
                 let kb = i2v::KenBurns::new(
                     image,
-                    job.width,
-                    job.height,
-                    job.num_frames,
-                    &job.prompt,
+                    job.spec.width,
+                    job.spec.height,
+                    job.spec.num_frames,
+                    &job.spec.prompt,
                     job.seed,
                 )?;
                 Ok(Self::KenBurns(Box::new(kb)))
@@ -230,10 +230,10 @@ fn write_atomically(
         .tempfile_in(dir)
         .map_err(|e| io("cannot create a temporary file for", &e))?;
     let mp4 = Mp4Video {
-        width: job.width,
-        height: job.height,
+        width: job.spec.width,
+        height: job.spec.height,
         // 1000 ticks per frame keeps every timestamp exact.
-        timescale: job.fps * 1000,
+        timescale: job.spec.fps * 1000,
         sample_delta: 1000,
         sps: &video.sps,
         pps: &video.pps,

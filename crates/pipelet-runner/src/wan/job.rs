@@ -91,13 +91,13 @@ pub async fn generate(
     let spec = GenerateSpec {
         job_id: job.job_id.clone(),
         pipeline: job.pipeline.as_str().to_string(),
-        prompt: job.prompt.clone(),
-        negative_prompt: job.negative_prompt.clone(),
-        width: job.width,
-        height: job.height,
-        num_frames: job.num_frames,
-        fps: job.fps,
-        steps: job.steps,
+        prompt: job.spec.prompt.clone(),
+        negative_prompt: job.spec.negative_prompt.clone(),
+        width: job.spec.width,
+        height: job.spec.height,
+        num_frames: job.spec.num_frames,
+        fps: job.spec.fps,
+        steps: job.spec.steps,
         guidance: config.guidance,
         seed: job.seed,
         image_path: image_path.map(|p| p.to_string_lossy().into_owned()),
@@ -174,7 +174,10 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// The runner's `error` for a job, as the worker reports it: the client reads what kind
 /// of failure it was; the runner's own message (tracebacks, paths) is the detail.
 fn job_error(job: &RenderJob, e: &ErrorEvent) -> RunnerError {
-    let size = format!("{}x{}, {} frames", job.width, job.height, job.num_frames);
+    let size = format!(
+        "{}x{}, {} frames",
+        job.spec.width, job.spec.height, job.spec.num_frames
+    );
     let m = &e.message;
     match e.kind.as_str() {
         "oom" => RunnerError::permanent(
@@ -207,19 +210,20 @@ fn job_error(job: &RenderJob, e: &ErrorEvent) -> RunnerError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pipelet_api::Pipeline;
+    use pipelet_api::{JobSpec, Pipeline};
 
     fn job() -> RenderJob {
         RenderJob {
             job_id: "j".into(),
             pipeline: Pipeline::T2v,
-            prompt: "p".into(),
-            negative_prompt: None,
-            width: 1280,
-            height: 720,
-            num_frames: 81,
-            fps: 16,
-            steps: 4,
+            spec: JobSpec {
+                width: 1280,
+                height: 720,
+                num_frames: 81,
+                fps: 16,
+                steps: 4,
+                ..JobSpec::sample("p")
+            },
             seed: 1,
             image: None,
         }

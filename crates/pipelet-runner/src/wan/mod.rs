@@ -265,7 +265,14 @@ async fn output(
         )
     })?;
     let made = (done.width, done.height, done.frames, done.fps);
-    if made != (job.width, job.height, job.num_frames, job.fps) {
+    if made
+        != (
+            job.spec.width,
+            job.spec.height,
+            job.spec.num_frames,
+            job.spec.fps,
+        )
+    {
         return Err(RunnerError::Transient(
             format!(
                 "the wan runner made {}x{}, {} frames at {} fps, not {}x{}, {} frames at {} fps",
@@ -273,10 +280,10 @@ async fn output(
                 done.height,
                 done.frames,
                 done.fps,
-                job.width,
-                job.height,
-                job.num_frames,
-                job.fps
+                job.spec.width,
+                job.spec.height,
+                job.spec.num_frames,
+                job.spec.fps
             )
             .into(),
         ));

@@ -25,11 +25,11 @@ async fn check(job: RenderJob, name: &str) {
     let expect = [
         ("codec_name", "h264".to_string()),
         ("pix_fmt", "yuv420p".to_string()),
-        ("width", job.width.to_string()),
-        ("height", job.height.to_string()),
+        ("width", job.spec.width.to_string()),
+        ("height", job.spec.height.to_string()),
         ("r_frame_rate", "16/1".to_string()),
-        ("nb_frames", job.num_frames.to_string()),
-        ("nb_read_frames", job.num_frames.to_string()),
+        ("nb_frames", job.spec.num_frames.to_string()),
+        ("nb_read_frames", job.spec.num_frames.to_string()),
     ];
     for (key, want) in expect {
         assert_eq!(info.get(key), Some(&want), "{name}: {key} (all: {info:?})");
@@ -111,15 +111,15 @@ async fn check_mark(job: RenderJob, name: &str) {
     let out = dir.path().join(format!("{name}.mp4"));
     let (result, _) = render(&job, &out, CancellationToken::new()).await;
     result.unwrap_or_else(|e| panic!("{name}: {e}"));
-    let mark = PreviewMark::new(job.width, job.height);
+    let mark = PreviewMark::new(job.spec.width, job.spec.height);
     let (bx, by, bw, bh) = mark.rect();
-    let frames = decode_rgb(&out, job.width, job.height);
-    assert_eq!(frames.len(), job.num_frames as usize, "{name}");
+    let frames = decode_rgb(&out, job.spec.width, job.spec.height);
+    assert_eq!(frames.len(), job.spec.num_frames as usize, "{name}");
     for (index, rgb) in frames.iter().enumerate() {
         let (mut text, mut text_ok, mut back, mut back_ok) = (0, 0, 0, 0);
         for y in by..by + bh {
             for x in bx..bx + bw {
-                let i = (y as usize * job.width as usize + x as usize) * 3;
+                let i = (y as usize * job.spec.width as usize + x as usize) * 3;
                 let luma = (u32::from(rgb[i]) * 299
                     + u32::from(rgb[i + 1]) * 587
                     + u32::from(rgb[i + 2]) * 114)

@@ -12,7 +12,7 @@ mod wan_supervision;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use pipelet_api::Pipeline;
+use pipelet_api::{JobSpec, Pipeline};
 use pipelet_runner::preview::PreviewRunner;
 use pipelet_runner::{Progress, RenderJob, RenderOutput, Runner, RunnerError};
 use tokio_util::sync::CancellationToken;
@@ -21,13 +21,16 @@ pub fn t2v(prompt: &str, seed: u64, width: u32, height: u32, num_frames: u32) ->
     RenderJob {
         job_id: "test".into(),
         pipeline: Pipeline::T2v,
-        prompt: prompt.into(),
-        negative_prompt: None,
-        width,
-        height,
-        num_frames,
-        fps: 16,
-        steps: 4,
+        spec: JobSpec {
+            prompt: prompt.into(),
+            negative_prompt: None,
+            width,
+            height,
+            num_frames,
+            fps: 16,
+            steps: 4,
+            ..JobSpec::sample("")
+        },
         seed,
         image: None,
     }

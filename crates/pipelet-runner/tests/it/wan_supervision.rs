@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pipelet_api::Pipeline;
+use pipelet_api::{JobSpec, Pipeline};
 use pipelet_runner::wan::{PipelineSource, WanConfig, WanRunner};
 use pipelet_runner::{Progress, ProgressFn, RenderJob, Runner, RunnerError};
 use tokio_util::sync::CancellationToken;
@@ -51,13 +51,16 @@ fn job(prompt: &str) -> RenderJob {
     RenderJob {
         job_id: format!("job-{prompt}"),
         pipeline: Pipeline::T2v,
-        prompt: prompt.into(),
-        negative_prompt: None,
-        width: 512,
-        height: 512,
-        num_frames: 17,
-        fps: 16,
-        steps: 4,
+        spec: JobSpec {
+            prompt: prompt.into(),
+            negative_prompt: None,
+            width: 512,
+            height: 512,
+            num_frames: 17,
+            fps: 16,
+            steps: 4,
+            ..JobSpec::sample("")
+        },
         seed: 1,
         image: None,
     }

@@ -45,6 +45,21 @@ pub struct KeyView {
     /// When the key was revoked (RFC 3339); absent while live.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    /// The most requests it may have queued at once (0: no limit); absent: the
+    /// server's `--max-queued-per-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queued: Option<u64>,
+    /// The most of its requests that may run at once (0: no limit); absent: the
+    /// server's `--max-running-per-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<u64>,
+    /// The most creates it may make a minute (0: no limit); absent: the server's
+    /// `--creates-per-minute`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creates_per_minute: Option<u64>,
+    /// Its share of the queue against other keys' requests of the same priority
+    /// (1 to 100, default 1): weight 2 gets twice the dispatches of weight 1.
+    pub weight: i64,
 }
 
 impl From<KeyRecord> for KeyView {
@@ -59,6 +74,10 @@ impl From<KeyRecord> for KeyView {
             expires_at: key.expires_at_ms.map(rfc3339),
             last_used_at: key.last_used_at_ms.map(rfc3339),
             revoked_at: key.revoked_at_ms.map(rfc3339),
+            max_queued: key.max_queued,
+            max_running: key.max_running,
+            creates_per_minute: key.creates_per_minute,
+            weight: key.weight,
         }
     }
 }
@@ -86,6 +105,22 @@ pub struct CreateKeyBody {
     /// Seconds until the key stops working (at least 1); absent: never.
     #[serde(default)]
     pub expires_in_secs: Option<u64>,
+    /// The most requests it may have queued at once (0: no limit); absent: the
+    /// server's `--max-queued-per-key`.
+    #[serde(default)]
+    pub max_queued: Option<u64>,
+    /// The most of its requests that may run at once (0: no limit); absent: the
+    /// server's `--max-running-per-key`.
+    #[serde(default)]
+    pub max_running: Option<u64>,
+    /// The most creates it may make a minute (0: no limit); absent: the server's
+    /// `--creates-per-minute`.
+    #[serde(default)]
+    pub creates_per_minute: Option<u64>,
+    /// Its share of the queue against other keys' requests of the same priority, 1 to
+    /// 100 (default 1).
+    #[serde(default)]
+    pub weight: Option<i64>,
 }
 
 /// A new secret (create or rotate): shown only in this answer.
@@ -111,6 +146,34 @@ pub struct UpdateKeyBody {
     /// `true` removes the expiry (not with `expires_in_secs`).
     #[serde(default)]
     pub no_expiry: bool,
+    /// A new queued-requests quota (0: no limit); `null` goes back to the server's
+    /// `--max-queued-per-key`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub max_queued: Option<Option<u64>>,
+    /// A new running-requests quota (0: no limit); `null` goes back to the server's
+    /// `--max-running-per-key`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub max_running: Option<Option<u64>>,
+    /// A new creates-per-minute rate (0: no limit); `null` goes back to the server's
+    /// `--creates-per-minute`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub creates_per_minute: Option<Option<u64>>,
+    /// A new share of the queue against other keys' requests of the same priority, 1
+    /// to 100.
+    #[serde(default)]
+    pub weight: Option<i64>,
+}
+
+/// A field that is present, `null` included: absent stays `None` (by `default`), `null`
+/// is `Some(None)`.
+fn present<'de, D>(d: D) -> Result<Option<Option<u64>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<u64>::deserialize(d).map(Some)
 }
 
 /// The key named in the path.
@@ -158,6 +221,18 @@ fn require_admin(principal: &Principal) -> Result<(), ApiError> {
 
 fn invalid(field: &str, detail: impl Into<String>) -> ApiError {
     ApiError::Invalid(InputError::field(field, detail))
+}
+
+/// A `weight` in 1..=100, or why not.
+fn check_weight(weight: Option<i64>) -> Result<Option<i64>, ApiError> {
+    use pipelet_store::fair::{MAX_WEIGHT, MIN_WEIGHT};
+    match weight {
+        Some(w) if !(MIN_WEIGHT..=MAX_WEIGHT).contains(&w) => Err(invalid(
+            "weight",
+            format!("weight must be {MIN_WEIGHT} to {MAX_WEIGHT}"),
+        )),
+        w => Ok(w),
+    }
 }
 
 /// A positive `expires_in_secs` as an expiry from now.
@@ -228,6 +303,7 @@ pub async fn create(
     let role = Role::parse(body.role.trim())
         .ok_or_else(|| invalid("role", "role must be client, worker or admin"))?;
     let expires_at_ms = body.expires_in_secs.map(expiry).transpose()?;
+    let weight = check_weight(body.weight)?;
     let (key, secret) = state
         .store
         .create_key(NewKey {
@@ -237,6 +313,28 @@ pub async fn create(
             expires_at_ms,
         })
         .await?;
+    // Quotas are set by an update of the new key (NULL, the server's default, until then).
+    let key = if body.max_queued.is_some()
+        || body.max_running.is_some()
+        || body.creates_per_minute.is_some()
+        || weight.is_some()
+    {
+        state
+            .store
+            .update_key(
+                &key.name,
+                KeyUpdate {
+                    max_queued: body.max_queued.map(Some),
+                    max_running: body.max_running.map(Some),
+                    creates_per_minute: body.creates_per_minute.map(Some),
+                    weight,
+                    ..KeyUpdate::default()
+                },
+            )
+            .await?
+    } else {
+        key
+    };
     tracing::info!(by = %principal.label(), name = %key.name, role = %key.role, "key created");
     Ok((
         StatusCode::CREATED,
@@ -249,8 +347,9 @@ pub async fn create(
 
 /// Update an API key
 ///
-/// Changes the priority cap or the expiry of the live key with this name. Admin keys
-/// only.
+/// Changes the priority cap, the expiry or the quotas (`max_queued`, `max_running`,
+/// `creates_per_minute`; `null` goes back to the server's default) of the live key with
+/// this name. Admin keys only.
 #[utoipa::path(
     patch,
     path = "/admin/v1/keys/{name}",
@@ -285,6 +384,7 @@ pub async fn update(
         (None, true) => Some(None),
         (None, false) => None,
     };
+    let weight = check_weight(body.weight)?;
     let key = state
         .store
         .update_key(
@@ -292,6 +392,10 @@ pub async fn update(
             KeyUpdate {
                 max_priority: body.max_priority,
                 expires_at_ms,
+                max_queued: body.max_queued,
+                max_running: body.max_running,
+                creates_per_minute: body.creates_per_minute,
+                weight,
             },
         )
         .await?;

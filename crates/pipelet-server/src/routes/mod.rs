@@ -11,6 +11,7 @@ pub mod models;
 pub mod playground;
 pub mod queue;
 pub mod stream;
+pub mod usage;
 pub mod webhooks;
 pub mod worker_api;
 

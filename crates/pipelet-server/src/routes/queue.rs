@@ -130,7 +130,11 @@ async fn validate(
                 clients read `requestId` from it)."),
                 ("Idempotent-Replayed" = String, description = "`true` when this answers an \
                 earlier create with the same `Idempotency-Key` (nothing new was created); \
-                absent otherwise."))),
+                absent otherwise."),
+                ("RateLimit-Limit" = u64, description = "When a creates-per-minute rate \
+                    applies to the key: the creates it may make at once (the bucket)."),
+                ("RateLimit-Remaining" = u64, description = "Creates left in it now."),
+                ("RateLimit-Reset" = u64, description = "Seconds until it is full again."))),
         crate::openapi::KeyErrors,
         (status = 400, description = "The body is empty, unreadable or not JSON; the \
             `Idempotency-Key` header is sent twice or is not visible ASCII text; or \
@@ -148,9 +152,15 @@ async fn validate(
             link-local or metadata address); or an `Idempotency-Key` that is empty, longer \
             than 255 characters, or already used for a different request (or webhook URL).",
             body = pipelet_api::wire::ErrorBody),
-        (status = 429, description = "The queue is full; try again later.",
+        (status = 429, description = "The queue is full (`queue_full`), this key has as \
+            many queued requests as its quota allows (`key_queue_full`), or it made more \
+            creates than its rate allows (`key_rate_limited`); try again later.",
             body = pipelet_api::wire::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."),
+                ("RateLimit-Limit" = u64, description = "The key's quota that was hit \
+                    (per-key limits only)."),
+                ("RateLimit-Remaining" = u64, description = "What is left of it (0)."),
+                ("RateLimit-Reset" = u64, description = "Seconds until it is whole again."))),
         (status = 503, description = "The server is shutting down.",
             body = pipelet_api::wire::ErrorBody),
         (status = 507, description = "The server's disk is full: nothing was stored; \
@@ -194,6 +204,8 @@ pub async fn create(
             retry_after_secs: 30,
         });
     }
+    // Per server: see `crate::quotas`. The key's queued-jobs quota is the store's.
+    let rate_limit = state.create_limiter.take(&principal.key)?;
 
     // A full disk refuses creates before anything is written.
     state.disk.admit_create().await?;
@@ -261,7 +273,12 @@ pub async fn create(
         queue_position: position,
         priority: requested,
     };
-    Ok(([(FAL_REQUEST_ID, id.to_string())], Json(created)).into_response())
+    let mut response = ([(FAL_REQUEST_ID, id.to_string())], Json(created)).into_response();
+    // So clients can pace themselves before they hit the rate.
+    if let Some(limit) = rate_limit {
+        limit.add_headers(response.headers_mut());
+    }
+    Ok(response)
 }
 
 /// Loads a job the caller may see under this model, or 404 (never 403: ids leak nothing).

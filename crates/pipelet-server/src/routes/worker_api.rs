@@ -54,10 +54,19 @@ fn job_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::NotFound("no such job".into()))
 }
 
-/// The job if `token` is its current lease, else the lease-lost conflict.
-async fn leased(state: &AppState, id: Uuid, token: i64) -> Result<JobRecord, ApiError> {
-    let lease = LeaseRef { job_id: id, token };
-    state.queue.leased(&lease).await.map_err(lease_error)
+/// The lease a call on `/worker/v1/jobs/{id}/...` names, once the caller is known to
+/// hold a worker key and `id` is a job id.
+fn worker_lease(principal: &Principal, id: &str, token: i64) -> Result<LeaseRef, ApiError> {
+    require_worker(principal)?;
+    Ok(LeaseRef {
+        job_id: job_id(id)?,
+        token,
+    })
+}
+
+/// The job if `lease` is its current lease, else the lease-lost conflict.
+async fn leased(state: &AppState, lease: &LeaseRef) -> Result<JobRecord, ApiError> {
+    state.queue.leased(lease).await.map_err(lease_error)
 }
 
 /// Claim a job
@@ -157,10 +166,7 @@ pub async fn claim(
     responses(
         (status = 200, description = "The lease was extended.", body = HeartbeatAnswer),
         crate::openapi::WorkerJobErrors,
-        (status = 400, description = "The body is unreadable or not JSON.",
-            body = pipelet_api::wire::ErrorBody),
-        (status = 422, description = "Well-formed JSON of the wrong shape; `detail` names \
-            the field.", body = pipelet_api::wire::ErrorBody),
+        crate::openapi::WorkerBodyErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -170,11 +176,7 @@ pub async fn heartbeat(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<HeartbeatBody>,
 ) -> Result<Json<HeartbeatAnswer>, ApiError> {
-    require_worker(&principal)?;
-    let lease = LeaseRef {
-        job_id: job_id(&id)?,
-        token: body.lease_token,
-    };
+    let lease = worker_lease(&principal, &id, body.lease_token)?;
     let progress = body.progress.map(|p| ProgressUpdate {
         done: p.done.min(p.total),
         total: p.total,
@@ -222,8 +224,8 @@ pub async fn input(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<TokenQuery>,
 ) -> Result<Response, ApiError> {
-    require_worker(&principal)?;
-    let job = leased(&state, job_id(&id)?, q.lease_token).await?;
+    let lease = worker_lease(&principal, &id, q.lease_token)?;
+    let job = leased(&state, &lease).await?;
     let key = job
         .input_blob
         .ok_or_else(|| ApiError::NotFound("this job has no input image".into()))?;
@@ -267,11 +269,10 @@ pub async fn upload_result(
     ApiQuery(q): ApiQuery<TokenQuery>,
     body: Body,
 ) -> Result<Json<UploadAnswer>, ApiError> {
-    require_worker(&principal)?;
-    let id = job_id(&id)?;
-    leased(&state, id, q.lease_token).await?;
+    let lease = worker_lease(&principal, &id, q.lease_token)?;
+    leased(&state, &lease).await?;
     let limit = state.config.max_result_bytes;
-    let key = Blobs::result_key(id, q.lease_token);
+    let key = Blobs::result_key(lease.job_id, lease.token);
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let bytes = state
         .blobs
@@ -299,10 +300,7 @@ pub async fn upload_result(
     responses(
         (status = 204, description = "The job is `COMPLETED`."),
         crate::openapi::WorkerJobErrors,
-        (status = 400, description = "The body is unreadable or not JSON.",
-            body = pipelet_api::wire::ErrorBody),
-        (status = 422, description = "Well-formed JSON of the wrong shape; `detail` names \
-            the field.", body = pipelet_api::wire::ErrorBody),
+        crate::openapi::WorkerBodyErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -312,13 +310,8 @@ pub async fn complete(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<CompleteBody>,
 ) -> Result<StatusCode, ApiError> {
-    require_worker(&principal)?;
-    let id = job_id(&id)?;
-    leased(&state, id, body.lease_token).await?;
-    let lease = LeaseRef {
-        job_id: id,
-        token: body.lease_token,
-    };
+    let lease = worker_lease(&principal, &id, body.lease_token)?;
+    leased(&state, &lease).await?;
     let result = state
         .queue
         .uploaded_result(&lease, body.video)
@@ -350,10 +343,7 @@ pub async fn complete(
     responses(
         (status = 204, description = "Recorded."),
         crate::openapi::WorkerJobErrors,
-        (status = 400, description = "The body is unreadable or not JSON.",
-            body = pipelet_api::wire::ErrorBody),
-        (status = 422, description = "Well-formed JSON of the wrong shape; `detail` names \
-            the field.", body = pipelet_api::wire::ErrorBody),
+        crate::openapi::WorkerBodyErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -363,11 +353,7 @@ pub async fn fail(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<FailBody>,
 ) -> Result<StatusCode, ApiError> {
-    require_worker(&principal)?;
-    let lease = LeaseRef {
-        job_id: job_id(&id)?,
-        token: body.lease_token,
-    };
+    let lease = worker_lease(&principal, &id, body.lease_token)?;
     let failure = reported_failure(&body);
     tracing::warn!(
         id = %lease.job_id,
@@ -501,10 +487,7 @@ mod tests {
     responses(
         (status = 204, description = "The request is `CANCELLED`."),
         crate::openapi::WorkerJobErrors,
-        (status = 400, description = "The body is unreadable or not JSON.",
-            body = pipelet_api::wire::ErrorBody),
-        (status = 422, description = "Well-formed JSON of the wrong shape; `detail` names \
-            the field.", body = pipelet_api::wire::ErrorBody),
+        crate::openapi::WorkerBodyErrors,
     ),
     security(("bearer" = [])),
 )]
@@ -514,11 +497,7 @@ pub async fn cancelled(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<LeaseBody>,
 ) -> Result<StatusCode, ApiError> {
-    require_worker(&principal)?;
-    let lease = LeaseRef {
-        job_id: job_id(&id)?,
-        token: body.lease_token,
-    };
+    let lease = worker_lease(&principal, &id, body.lease_token)?;
     state
         .store
         .ack_cancelled(&lease)

@@ -218,3 +218,48 @@ async fn repeated_failed_authentications_are_refused_even_with_a_valid_key() {
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     expect_code(refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
 }
+
+/// A key's fair-sharing weight: 1 by default, set at create or by update, 1 to 100.
+#[tokio::test]
+async fn keys_have_a_fair_sharing_weight() {
+    let app = spawn_queue_only().await;
+    let admin = admin_key(&app).await;
+    let create = |name: &str, weight: Option<i64>| {
+        let mut body = json!({"name": name, "role": "client"});
+        if let Some(weight) = weight {
+            body["weight"] = json!(weight);
+        }
+        call(&app, Method::POST, "/admin/v1/keys", &admin, Some(body))
+    };
+    let plain = json_body(create("plain", None).await, StatusCode::CREATED).await;
+    assert_eq!(plain["key"]["weight"], 1);
+    let heavy = json_body(create("heavy", Some(3)).await, StatusCode::CREATED).await;
+    assert_eq!(heavy["key"]["weight"], 3);
+    assert_eq!(listed(&app, &admin, "heavy").await["weight"], 3);
+    for weight in [0, 101] {
+        let r = create("bad", Some(weight)).await;
+        expect_code(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+    }
+    let updated = json_body(
+        call(
+            &app,
+            Method::PATCH,
+            "/admin/v1/keys/plain",
+            &admin,
+            Some(json!({"weight": 5})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(updated["weight"], 5);
+    let r = call(
+        &app,
+        Method::PATCH,
+        "/admin/v1/keys/plain",
+        &admin,
+        Some(json!({"weight": -1})),
+    )
+    .await;
+    expect_code(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+}

@@ -3,25 +3,12 @@
 //! parameters get a 422 naming them.
 
 use crate::common::AppExt as _;
-use crate::common::{I2V, T2V, TestApp, expect_error, json_body, spawn_queue_only, str_field};
-use pipelet_store::{NewKey, Role};
+use crate::common::{
+    I2V, T2V, TestApp, expect_error, json_body, named_key, spawn_queue_only, str_field,
+};
+use pipelet_store::Role;
 use reqwest::StatusCode;
 use serde_json::Value;
-
-async fn named_key(app: &TestApp, name: &str, role: Role) -> String {
-    let (_, secret) = app
-        .state
-        .store
-        .create_key(NewKey {
-            name: name.into(),
-            role,
-            max_priority: 0,
-            expires_at_ms: None,
-        })
-        .await
-        .expect("create a key");
-    secret
-}
 
 async fn list(app: &TestApp, key: &str, query: &str) -> Value {
     json_body(

@@ -109,3 +109,23 @@ async fn request_priority_is_capped_by_the_key() {
         [0, 1, 2, 3, 4, 5, 6, 7]
     );
 }
+
+/// Fair sharing at equal priority: one key's burst does not hold back another key's
+/// request (it goes right behind the burst's head), and positions stay exact: the
+/// burst's requests behind it move back by one.
+#[tokio::test]
+async fn a_burst_from_one_key_does_not_hold_back_another() {
+    let app = spawn_queue_only().await;
+    let a = app.client_key().await;
+    let b = app.client_key().await;
+    let mut burst = Vec::new();
+    for _ in 0..20 {
+        burst.push(app.create_t2v(&a, T2V, 0).await);
+    }
+    assert_eq!(burst[19]["queue_position"], 19);
+    let single = app.create_t2v(&b, T2V, 0).await;
+    assert_eq!(single["queue_position"], 1);
+    assert_eq!(app.position(&burst[0], &a).await, 0);
+    assert_eq!(app.position(&burst[1], &a).await, 2);
+    assert_eq!(app.position(&burst[19], &a).await, 20);
+}

@@ -19,12 +19,13 @@ const REGENERATE: &str = "PIPELET_UPDATE_OPENAPI=1 cargo test -p pipelet-server 
 
 /// Every operation the server has, as (method, path). A new route goes here, in the
 /// router and, with its `#[utoipa::path]` annotation, in `openapi.rs`.
-const OPERATIONS: [(&str, &str); 31] = [
+const OPERATIONS: [(&str, &str); 33] = [
     ("get", "/admin/v1/keys"),
     ("post", "/admin/v1/keys"),
     ("patch", "/admin/v1/keys/{name}"),
     ("delete", "/admin/v1/keys/{name}"),
     ("post", "/admin/v1/keys/{name}/rotate"),
+    ("get", "/admin/v1/usage"),
     ("post", "/queue/{model_id}"),
     ("get", "/queue/{model_id}/requests/{id}/status"),
     ("get", "/queue/{model_id}/requests/{id}/status/stream"),
@@ -36,6 +37,7 @@ const OPERATIONS: [(&str, &str); 31] = [
     ("get", "/webhooks/secret"),
     ("post", "/webhooks/secret/rotate"),
     ("get", "/requests"),
+    ("get", "/usage"),
     ("get", "/models"),
     ("post", "/worker/v1/claim"),
     ("post", "/worker/v1/jobs/{id}/heartbeat"),
@@ -259,12 +261,13 @@ fn operations_are_complete() {
         if keyed_only {
             assert!(responses.contains_key("403"), "{name}: 403");
             assert!(
-                // A claim, the history, the key's webhook secret and the key list name no
-                // resource that could be missing.
+                // A claim, the history, the key's webhook secret, the key list and the
+                // usage reports name no resource that could be missing.
                 responses.contains_key("404")
                     || path == "/worker/v1/claim"
                     || path == "/admin/v1/keys"
                     || path == "/requests"
+                    || path.ends_with("/usage")
                     || path.starts_with("/webhooks/secret"),
                 "{name}: 404"
             );

@@ -9,9 +9,10 @@ use uuid::Uuid;
 use super::JOBS_CHANNEL;
 use super::gauge::QueuedGauge;
 use super::rows::{JOB_COLUMNS, job_from_row, result_json, text};
-use super::webhooks;
+use super::{usage, webhooks};
 use crate::claim_order::{Head, next_state, pick_head, recorded_detail};
 use crate::rows::{UNREADABLE_SPEC, unreadable_spec};
+use crate::usage::UsageDelta;
 use crate::{
     ClaimRequest, FailOutcome, Failure, HeartbeatReply, JobRecord, JobResult, JobState, Lease,
     LeaseRef, ProgressUpdate, Result, StoreError, WebhookEventType,
@@ -38,7 +39,8 @@ pub(super) async fn job_status(
            (SELECT count(*) FROM jobs q WHERE q.state = 'queued' \
               AND q.pipeline = j.pipeline AND q.priority > j.priority) \
          + (SELECT count(*) FROM jobs q WHERE q.state = 'queued' \
-              AND q.pipeline = j.pipeline AND q.priority = j.priority AND q.seq < j.seq) \
+              AND q.pipeline = j.pipeline AND q.priority = j.priority \
+              AND (q.vstart, q.seq) < (j.vstart, j.seq)) \
          END AS queue_position \
          FROM jobs j WHERE j.id = $1::uuid"
     ))
@@ -58,6 +60,7 @@ pub(super) async fn claim(
     clock: &dyn Clock,
     gauge: &QueuedGauge,
     req: &ClaimRequest,
+    max_running: u64,
 ) -> Result<Option<Lease>> {
     if req.pipelines.is_empty() {
         return Ok(None);
@@ -75,11 +78,16 @@ pub(super) async fn claim(
            CROSS JOIN LATERAL ( \
              SELECT seq, pipeline, priority, created_at FROM jobs \
              WHERE state = 'queued' AND pipeline = p.name \
-             ORDER BY priority DESC, seq LIMIT 1 \
+             AND NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.id = jobs.owner_key_id \
+               AND coalesce(k.max_running, $2) > 0 \
+               AND (SELECT count(*) FROM jobs r WHERE r.owner_key_id = k.id \
+                    AND r.state = 'running') >= coalesce(k.max_running, $2)) \
+             ORDER BY priority DESC, vstart, seq LIMIT 1 \
              FOR UPDATE SKIP LOCKED) h) \
          SELECT seq, pipeline, priority, created_at FROM heads",
     )
     .bind(&pipelines)
+    .bind(i64::try_from(max_running).unwrap_or(i64::MAX))
     .fetch_all(&mut *tx)
     .await?;
     let mut heads = Vec::with_capacity(rows.len());
@@ -133,12 +141,20 @@ pub(super) async fn claim(
             .bind(unreadable.map(|u| u.stand_in))
             .execute(&mut *tx)
             .await?;
+            let id: String = row.try_get("id")?;
+            usage::record_unreadable(&mut tx, &id, now).await?;
             tx.commit().await?;
             write.commit(-1);
             return Ok(None);
         }
         Err(e) => return Err(e),
     };
+    if over_running_quota(&mut tx, &job.owner_key_id, max_running).await? {
+        // A concurrent claim (perhaps on another server) took the owner's last slot
+        // after the heads were read: undo this one; the next claim skips the owner.
+        tx.rollback().await?;
+        return Ok(None);
+    }
     webhooks::emit(&mut tx, &job, WebhookEventType::Acquired, now).await?;
     tx.commit().await?;
     write.commit(-1);
@@ -150,6 +166,34 @@ pub(super) async fn claim(
         job,
         expires_at_ms: expires,
     }))
+}
+
+/// Whether `owner`, counting the job this transaction just leased, now runs more jobs
+/// than its running-jobs quota (its own, else `default`; 0 is none). The key's row is
+/// locked first, so concurrent claims for one owner count one after the other, exactly.
+async fn over_running_quota(
+    tx: &mut sqlx::PgConnection,
+    owner: &str,
+    default: u64,
+) -> Result<bool> {
+    let limit: Option<i64> = sqlx::query_scalar(
+        "SELECT coalesce(max_running, $2) FROM api_keys WHERE id = $1 \
+         AND coalesce(max_running, $2) > 0 FOR UPDATE",
+    )
+    .bind(text(owner))
+    .bind(i64::try_from(default).unwrap_or(i64::MAX))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(limit) = limit else {
+        return Ok(false);
+    };
+    let running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE owner_key_id = $1 AND state = 'running'",
+    )
+    .bind(text(owner))
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(running > limit)
 }
 
 /// Why a fenced statement matched no row: the job is gone, or the lease is stale.
@@ -220,6 +264,8 @@ pub(super) async fn complete(
     .bind(lease.token)
     .execute(&mut *tx)
     .await?;
+    let delta = UsageDelta::ended(&job, JobState::Completed, Some(result), now);
+    usage::record(&mut tx, delta).await?;
     webhooks::emit(&mut tx, &job, WebhookEventType::Completed, now).await?;
     tx.commit().await?;
     Ok(())
@@ -248,6 +294,8 @@ pub(super) async fn ack_cancelled(
     .bind(lease.token)
     .execute(&mut *tx)
     .await?;
+    let delta = UsageDelta::ended(&job, JobState::Cancelled, None, now);
+    usage::record(&mut tx, delta).await?;
     webhooks::emit(&mut tx, &job, WebhookEventType::Cancelled, now).await?;
     tx.commit().await?;
     Ok(())
@@ -320,6 +368,7 @@ pub(super) async fn end_attempt(
     .bind(job.lease_token)
     .execute(&mut *tx)
     .await?;
+    usage::record(&mut *tx, UsageDelta::ended(job, next, None, now)).await?;
     let event = match next {
         JobState::Queued => WebhookEventType::Retried,
         JobState::Cancelled => WebhookEventType::Cancelled,
@@ -327,6 +376,18 @@ pub(super) async fn end_attempt(
     };
     webhooks::emit(&mut *tx, job, event, now).await?;
     if next == JobState::Queued {
+        // Keeps its fair-queuing tag, or takes the queue's head tag if that is smaller
+        // (`crate::fair::requeue_tag`): back to the front, as before fair sharing.
+        sqlx::query(
+            "UPDATE jobs SET vstart = LEAST(vstart, COALESCE((SELECT min(q.vstart) FROM jobs q \
+               WHERE q.state = 'queued' AND q.pipeline = $1 AND q.priority = $2 \
+               AND q.seq <> $3), vstart)) WHERE seq = $3",
+        )
+        .bind(job.pipeline.as_str())
+        .bind(job.priority)
+        .bind(job.seq)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(JOBS_CHANNEL)
             .execute(&mut *tx)

@@ -16,8 +16,9 @@
 //! - **Queue positions** are computed by the database, never from process memory (other
 //!   servers' writes would make a local index wrong). One statement reads the job and,
 //!   while it is queued, two counts over the partial index `jobs_dispatch (pipeline,
-//!   priority DESC, seq) WHERE state = 'queued'`: jobs of the pipeline at a higher
-//!   priority, plus jobs at the same priority with a smaller seq. Each is a contiguous
+//!   priority DESC, vstart, seq) WHERE state = 'queued'`: jobs of the pipeline at a
+//!   higher priority, plus jobs at the same priority with a smaller (fair-queuing start
+//!   tag, seq) (see `crate::fair` and `fair.rs`). Each is a contiguous
 //!   range of that index, so both are index-only range scans that cost what the
 //!   position is: one statement, one snapshot, exact. A single `OR` condition could not
 //!   use the range and would scan the whole pipeline whatever the position. Measured
@@ -50,6 +51,7 @@
 
 mod api_keys;
 mod create;
+mod fair;
 mod gauge;
 mod jobs;
 mod recovery;
@@ -57,6 +59,7 @@ mod retention;
 mod rows;
 mod server_lock;
 mod store_impl;
+mod usage;
 mod wakeups;
 mod webhooks;
 
@@ -107,6 +110,7 @@ impl Default for PgOptions {
     }
 }
 
+/// The [`crate::Store`] on a PostgreSQL database that several servers may share.
 pub struct PgStore {
     pool: PgPool,
     listen_pool: PgPool,
@@ -118,6 +122,8 @@ pub struct PgStore {
     reaper: tokio::sync::Mutex<Option<ReaperSession>>,
     /// Where every job time (leases, heartbeats, finish times) is read.
     clock: SharedClock,
+    /// The per-key quotas for keys without their own.
+    quotas: Arc<crate::api_keys::QuotaCell>,
 }
 
 /// The dedicated connection that holds (or tries for) the reaper lock.
@@ -133,6 +139,7 @@ impl PgStore {
         Self::connect_with(PgConnectOptions::from_str(url)?, PgOptions::default()).await
     }
 
+    /// [`PgStore::connect`] with already parsed connection options and pool `tuning`.
     pub async fn connect_with(options: PgConnectOptions, tuning: PgOptions) -> Result<Self> {
         Self::connect_with_clock(options, tuning, clock::system()).await
     }
@@ -177,11 +184,13 @@ impl PgStore {
         let listener = wakeups::listen(&listen_pool).await?;
 
         let (creates, rx) = mpsc::channel(MAX_CREATE_BATCH * 4);
+        let quotas = Arc::new(crate::api_keys::QuotaCell::default());
         tokio::spawn(create::run_create_batches(
             rx,
             pool.clone(),
             gauge.clone(),
             clock.clone(),
+            quotas.clone(),
         ));
         let background = vec![
             tokio::spawn(wakeups::run_listener(listener, available.clone())),
@@ -202,6 +211,7 @@ impl PgStore {
             background,
             reaper: tokio::sync::Mutex::new(None),
             clock,
+            quotas,
         })
     }
 

@@ -10,9 +10,10 @@ use uuid::Uuid;
 use super::gauge::QueuedGauge;
 use super::jobs::end_attempt;
 use super::rows::{JOB_COLUMNS, job_from_row, text};
-use super::webhooks;
+use super::{usage, webhooks};
 use crate::claim_order::{LEASE_EXPIRED, SERVER_RESTARTED, log_stranded, stranded_error};
-use crate::rows::{UNREADABLE_SPEC, unreadable_spec};
+use crate::rows::{UNREADABLE_SPEC, unreadable_jobs};
+use crate::usage::UsageDelta;
 use crate::{
     CancelOutcome, JobState, ReapOutcome, ReapedJob, Result, StoreError, WebhookEventType,
 };
@@ -25,12 +26,9 @@ pub(super) async fn fail_unreadable(pool: &PgPool, now_ms: i64) -> Result<u64> {
             .fetch_all(pool)
             .await?;
     let mut failed = 0;
-    for (id, spec) in rows {
-        let Some(unreadable) = unreadable_spec(&spec) else {
-            continue;
-        };
-        tracing::error!(job = %id, error = %unreadable.detail, "failing a job this version cannot read");
-        failed += sqlx::query(
+    for (id, unreadable) in unreadable_jobs(rows) {
+        let mut tx = pool.begin().await?;
+        let n = sqlx::query(
             "UPDATE jobs SET state = 'failed', finished_at = $1, error = $2, error_detail = $3, \
              spec = $5, lease_owner = NULL, lease_expires_at = NULL \
              WHERE id = $4::uuid AND state IN ('queued', 'running')",
@@ -40,9 +38,14 @@ pub(super) async fn fail_unreadable(pool: &PgPool, now_ms: i64) -> Result<u64> {
         .bind(&unreadable.detail)
         .bind(&id)
         .bind(&unreadable.stand_in)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        if n > 0 {
+            usage::record_unreadable(&mut tx, &id, now_ms).await?;
+        }
+        tx.commit().await?;
+        failed += n;
     }
     Ok(failed)
 }
@@ -153,6 +156,8 @@ pub(super) async fn cancel(
             .bind(job.seq)
             .execute(&mut *tx)
             .await?;
+            let delta = UsageDelta::ended(&job, JobState::Cancelled, None, now);
+            usage::record(&mut tx, delta).await?;
             webhooks::emit(&mut tx, &job, WebhookEventType::Cancelled, now).await?;
             CancelOutcome::Cancelled
         }

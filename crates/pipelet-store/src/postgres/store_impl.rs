@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
@@ -13,12 +12,12 @@ use super::rows::{JOB_COLUMNS, job_from_row};
 use super::{PgStore, api_keys, jobs, retention, webhooks};
 use crate::ReleasedBlobs;
 use crate::api_keys::{KeyRecord, KeyUpdate, NewKey};
+use crate::rows::{JOB_COUNTS_SQL, job_count_from_row};
 use crate::{
     CancelOutcome, ClaimRequest, CreateOutcome, Created, FailOutcome, Failure, HeartbeatReply,
-    Idempotency, JobCount, JobListQuery, JobPage, JobRecord, JobResult, JobState, JobStore,
-    KeyStore, Lease, LeaseRef, LeaseStore, MaintenanceStore, NewJob, ProgressUpdate, ReapedJob,
-    Result, StoreError, WebhookAttempt, WebhookEvent, WebhookEventRecord, WebhookSecrets,
-    WebhookStore,
+    Idempotency, JobCount, JobListQuery, JobPage, JobRecord, JobResult, JobStore, KeyStore, Lease,
+    LeaseRef, LeaseStore, MaintenanceStore, NewJob, ProgressUpdate, ReapedJob, Result, StoreError,
+    WebhookAttempt, WebhookEvent, WebhookEventRecord, WebhookSecrets, WebhookStore,
 };
 
 #[async_trait]
@@ -37,8 +36,15 @@ impl JobStore for PgStore {
         job: NewJob,
         idempotency: Idempotency,
     ) -> Result<CreateOutcome> {
-        super::create::create_idempotent(&self.pool, self.clock(), &self.gauge, &job, &idempotency)
-            .await
+        super::create::create_idempotent(
+            &self.pool,
+            self.clock(),
+            &self.gauge,
+            &job,
+            &idempotency,
+            self.quotas.get().max_queued,
+        )
+        .await
     }
 
     async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
@@ -103,23 +109,8 @@ impl JobStore for PgStore {
     }
 
     async fn job_counts(&self) -> Result<Vec<JobCount>> {
-        let rows = sqlx::query(
-            "SELECT model_id, state, count(*) AS n FROM jobs \
-             WHERE state IN ('queued', 'running') GROUP BY model_id, state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let state: String = row.try_get("state")?;
-                Ok(JobCount {
-                    model_id: row.try_get("model_id")?,
-                    state: JobState::parse(&state)
-                        .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?,
-                    count: u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
-                })
-            })
-            .collect()
+        let rows = sqlx::query(JOB_COUNTS_SQL).fetch_all(&self.pool).await?;
+        rows.iter().map(job_count_from_row).collect()
     }
 
     /// Approximate across servers: see `gauge.rs`.
@@ -131,7 +122,8 @@ impl JobStore for PgStore {
 #[async_trait]
 impl LeaseStore for PgStore {
     async fn claim(&self, req: &ClaimRequest) -> Result<Option<Lease>> {
-        jobs::claim(&self.pool, self.clock(), &self.gauge, req).await
+        let max_running = self.quotas.get().max_running;
+        jobs::claim(&self.pool, self.clock(), &self.gauge, req, max_running).await
     }
 
     fn job_available(&self) -> Arc<Notify> {
@@ -243,6 +235,10 @@ impl KeyStore for PgStore {
     async fn server_secret(&self, name: &str) -> Result<String> {
         api_keys::server_secret(&self.pool, self.clock(), name).await
     }
+
+    fn set_quota_defaults(&self, defaults: crate::QuotaDefaults) {
+        self.quotas.set(defaults);
+    }
 }
 
 #[async_trait]
@@ -316,5 +312,13 @@ impl WebhookStore for PgStore {
         now_ms: i64,
     ) -> Result<WebhookSecrets> {
         webhooks::rotate(&self.pool, owner_key_id, now_ms).await
+    }
+}
+
+#[async_trait]
+impl crate::UsageStore for PgStore {
+    async fn usage(&self, query: &crate::UsageQuery) -> Result<Vec<crate::UsageRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        super::usage::read(&mut conn, query).await
     }
 }

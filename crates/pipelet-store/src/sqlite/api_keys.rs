@@ -1,24 +1,13 @@
 //! API keys in SQLite: only the SHA-256 of each secret is stored.
 
 use pipelet_api::clock::Clock;
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
 use crate::api_keys::{
     KEY_COLUMNS, KeyRecord, KeyUpdate, LAST_USED_RESOLUTION_MS, NewKey, generate_secret,
-    hash_matches, hash_secret, key_from_row, secret_prefix,
+    hash_secret, key_for_secret, key_from_row, limit_to_sql, name_taken, secret_prefix,
 };
 use crate::{Result, StoreError};
-
-/// A unique violation on insert or update: the only unique column a caller controls is a
-/// live key's name (a secret hash colliding is impossible).
-fn name_taken(e: sqlx::Error, name: &str) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::KeyNameTaken(name.to_string())
-        }
-        _ => StoreError::Database(e),
-    }
-}
 
 pub(super) async fn create(
     conn: &mut SqliteConnection,
@@ -58,16 +47,10 @@ pub(super) async fn find_by_secret(
     .bind(hash_secret(secret))
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let stored: String = row.try_get("secret_sha256")?;
-    let key = key_from_row(&row)?;
-    if !hash_matches(&stored, secret) || key.is_expired(now) {
-        return Ok(None);
+    match row {
+        Some(row) => key_for_secret(&row, secret, now),
+        None => Ok(None),
     }
-    let stale = key
-        .last_used_at_ms
-        .is_none_or(|at| now.saturating_sub(at) >= LAST_USED_RESOLUTION_MS);
-    Ok(Some((key, stale)))
 }
 
 /// Records a use of key `id` now, unless one was recorded within the last minute.
@@ -140,12 +123,24 @@ pub(super) async fn update(
 ) -> Result<KeyRecord> {
     let row = sqlx::query(&format!(
         "UPDATE api_keys SET max_priority = coalesce(?, max_priority), \
-         expires_at = CASE WHEN ? THEN ? ELSE expires_at END, version = version + 1 \
+         expires_at = CASE WHEN ? THEN ? ELSE expires_at END, \
+         max_queued = CASE WHEN ? THEN ? ELSE max_queued END, \
+         max_running = CASE WHEN ? THEN ? ELSE max_running END, \
+         creates_per_minute = CASE WHEN ? THEN ? ELSE creates_per_minute END, \
+         weight = coalesce(?, weight), \
+         version = version + 1 \
          WHERE name = ? AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
     ))
     .bind(update.max_priority)
     .bind(update.expires_at_ms.is_some())
     .bind(update.expires_at_ms.flatten())
+    .bind(update.max_queued.is_some())
+    .bind(limit_to_sql(update.max_queued.flatten()))
+    .bind(update.max_running.is_some())
+    .bind(limit_to_sql(update.max_running.flatten()))
+    .bind(update.creates_per_minute.is_some())
+    .bind(limit_to_sql(update.creates_per_minute.flatten()))
+    .bind(update.weight)
     .bind(name)
     .fetch_optional(&mut *conn)
     .await?;

@@ -1,6 +1,7 @@
 //! The job state machine in SQL: every transition is one `BEGIN IMMEDIATE` transaction
 //! on the writer connection, guarded by the state (and lease token) it starts from.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use pipelet_api::Pipeline;
@@ -11,36 +12,138 @@ use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
 use super::rows::{JOB_COLUMNS, job_from_row, result_json};
-use super::{PendingCreate, begin, finish, lock_index, webhooks};
+use super::{PendingCreate, begin, finish, lock_index, usage, webhooks};
+use crate::api_keys::{QuotaCell, effective_limit};
 use crate::claim_order::{
     Head, StrandedCause, next_state, pick_head, recorded_detail, stranded_error,
 };
+use crate::usage::UsageDelta;
 use crate::{
     CancelOutcome, ClaimRequest, CreateOutcome, Created, FailOutcome, Failure, Idempotency,
-    JobRecord, JobResult, JobState, Lease, LeaseRef, NewJob, QueueIndex, ReapOutcome, ReapedJob,
-    Result, StoreError, WebhookEventType,
+    JobRecord, JobResult, JobState, Lease, LeaseRef, NewJob, QueueIndex, QuotaDefaults,
+    ReapOutcome, ReapedJob, Result, StoreError, WebhookEventType,
 };
 
 pub(super) async fn load_index(conn: &mut SqliteConnection) -> Result<QueueIndex> {
-    let rows = sqlx::query("SELECT pipeline, priority, seq FROM jobs WHERE state = 'queued'")
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT pipeline, priority, seq, vstart, owner_key_id FROM jobs WHERE state = 'queued'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let mut index = QueueIndex::new();
     for row in rows {
         let pipeline: String = row.try_get("pipeline")?;
         let pipeline = Pipeline::parse(&pipeline)
             .ok_or_else(|| StoreError::Corrupt(format!("pipeline {pipeline:?}")))?;
-        index.insert(pipeline, row.try_get("priority")?, row.try_get("seq")?);
+        let owner: String = row.try_get("owner_key_id")?;
+        index.insert(
+            pipeline,
+            row.try_get("priority")?,
+            row.try_get("seq")?,
+            row.try_get("vstart")?,
+            &owner,
+        );
     }
     Ok(index)
 }
 
-async fn insert_job(conn: &mut SqliteConnection, job: &NewJob, now: i64) -> Result<JobRecord> {
+/// The fair-queuing state a create batch starts from (read from the queue index before
+/// its transaction) plus the tags the batch has given so far, so each job's start tag
+/// ([`crate::fair::start_tag`]) sees the jobs queued before it in the same batch.
+#[derive(Debug, Clone, Default)]
+struct BatchTags {
+    /// Per (pipeline, priority): the smallest queued tag.
+    heads: HashMap<(Pipeline, i64), Option<i64>>,
+    /// Per (pipeline, priority, owner): the owner's greatest queued tag.
+    lasts: HashMap<(Pipeline, i64, String), Option<i64>>,
+    /// Per owner: its weight, read once per batch.
+    weights: HashMap<String, i64>,
+    /// seq → the tag given to the job inserted with it.
+    given: HashMap<i64, i64>,
+}
+
+impl BatchTags {
+    fn new(index: &QueueIndex, jobs: impl Iterator<Item = (Pipeline, i64, String)>) -> Self {
+        let mut tags = Self::default();
+        for (pipeline, priority, owner) in jobs {
+            tags.heads
+                .entry((pipeline, priority))
+                .or_insert_with(|| index.head_tag(pipeline, priority));
+            let last = index.last_tag(pipeline, priority, &owner);
+            tags.lasts
+                .entry((pipeline, priority, owner))
+                .or_insert(last);
+        }
+        tags
+    }
+
+    /// The start tag of `job`, whose owner's weight is read (once) on `conn`.
+    async fn tag_for(&mut self, conn: &mut SqliteConnection, job: &NewJob) -> Result<i64> {
+        let weight = match self.weights.get(&job.owner_key_id) {
+            Some(&weight) => weight,
+            None => {
+                let weight: Option<i64> =
+                    sqlx::query_scalar("SELECT weight FROM api_keys WHERE id = ?")
+                        .bind(&job.owner_key_id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                let weight = weight.unwrap_or(crate::fair::DEFAULT_WEIGHT);
+                self.weights.insert(job.owner_key_id.clone(), weight);
+                weight
+            }
+        };
+        let head = self
+            .heads
+            .get(&(job.pipeline, job.priority))
+            .copied()
+            .flatten();
+        let last = self
+            .lasts
+            .get(&(job.pipeline, job.priority, job.owner_key_id.clone()))
+            .copied()
+            .flatten();
+        Ok(crate::fair::start_tag(head, last, weight))
+    }
+
+    /// Records that a job of `job` was inserted with `seq` and `tag`.
+    fn given(&mut self, job: &NewJob, seq: i64, tag: i64) {
+        let head = self.heads.entry((job.pipeline, job.priority)).or_default();
+        *head = Some(head.map_or(tag, |h| h.min(tag)));
+        let last = self
+            .lasts
+            .entry((job.pipeline, job.priority, job.owner_key_id.clone()))
+            .or_default();
+        *last = Some(last.map_or(tag, |l| l.max(tag)));
+        self.given.insert(seq, tag);
+    }
+}
+
+/// A job queued again keeps its start tag, or takes the queue's head tag if that is
+/// smaller ([`crate::fair::requeue_tag`]). Runs after its state is back to queued, in the
+/// caller's transaction (which sees earlier re-queues of the same transaction).
+async fn retag_requeued(conn: &mut SqliteConnection, job: &JobRecord) -> Result<i64> {
+    let tag: i64 = sqlx::query_scalar(
+        "UPDATE jobs SET vstart = min(vstart, coalesce((SELECT min(q.vstart) FROM jobs q            WHERE q.state = 'queued' AND q.pipeline = ?1 AND q.priority = ?2 AND q.seq != ?3),            vstart)) WHERE seq = ?3 RETURNING vstart",
+    )
+    .bind(job.pipeline.as_str())
+    .bind(job.priority)
+    .bind(job.seq)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(tag)
+}
+
+async fn insert_job(
+    conn: &mut SqliteConnection,
+    job: &NewJob,
+    now: i64,
+    vstart: i64,
+) -> Result<JobRecord> {
     let spec = serde_json::to_string(&job.spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let row = sqlx::query(&format!(
         "INSERT INTO jobs (id, model_id, pipeline, owner_key_id, priority, state, spec, \
-         input_blob, created_at, enqueued_at, max_attempts, webhook_url) \
-         VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?) RETURNING {JOB_COLUMNS}"
+         input_blob, created_at, enqueued_at, max_attempts, webhook_url, vstart) \
+         VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) RETURNING {JOB_COLUMNS}"
     ))
     .bind(job.id.to_string())
     .bind(&job.model_id)
@@ -53,6 +156,7 @@ async fn insert_job(conn: &mut SqliteConnection, job: &NewJob, now: i64) -> Resu
     .bind(now)
     .bind(i64::from(job.max_attempts))
     .bind(&job.webhook_url)
+    .bind(vstart)
     .fetch_one(&mut *conn)
     .await?;
     job_from_row(&row)
@@ -66,6 +170,8 @@ async fn create_one(
     job: &NewJob,
     idempotency: Option<&Idempotency>,
     now: i64,
+    quotas: QuotaDefaults,
+    tags: &mut BatchTags,
 ) -> Result<CreateOutcome> {
     if let Some(idem) = idempotency {
         let existing = sqlx::query(
@@ -87,6 +193,11 @@ async fn create_one(
                 .map_err(|_| StoreError::Corrupt(format!("idempotency job id {job_id:?}")))?;
             return Ok(CreateOutcome::Replayed(job_id));
         }
+    }
+    // After the replay check (a retried create answers its job, whatever the quota),
+    // before anything is written.
+    check_queue_quota(conn, &job.owner_key_id, quotas.max_queued).await?;
+    if let Some(idem) = idempotency {
         // An expired entry is replaced.
         sqlx::query(
             "INSERT INTO idempotency_keys (owner, key, request_hash, job_id, created_at_ms) \
@@ -102,10 +213,46 @@ async fn create_one(
         .execute(&mut *conn)
         .await?;
     }
-    insert_job(conn, job, now).await.map(|job| {
-        // The position is filled in from the queue index once the batch commits.
-        CreateOutcome::Created(Created { job, position: 0 })
-    })
+    let tag = tags.tag_for(conn, job).await?;
+    let record = insert_job(conn, job, now, tag).await?;
+    tags.given(job, record.seq, tag);
+    // The position is filled in from the queue index once the batch commits.
+    Ok(CreateOutcome::Created(Created {
+        job: record,
+        position: 0,
+    }))
+}
+
+/// [`StoreError::KeyQueueFull`] when `owner` already has as many queued jobs as its
+/// quota (its own, else `default`). Runs in the create's transaction under the writer
+/// lock, so concurrent creates (earlier ones in the same batch included) count exactly.
+async fn check_queue_quota(conn: &mut SqliteConnection, owner: &str, default: u64) -> Result<()> {
+    let own: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT max_queued FROM api_keys WHERE id = ?")
+            .bind(owner)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let own = own.flatten().map(|n| u64::try_from(n).unwrap_or(0));
+    let Some(limit) = effective_limit(own, default) else {
+        return Ok(());
+    };
+    let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Counts at most `limit` rows of the owner's index range.
+    let queued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE owner_key_id = ? AND state = 'queued' \
+         LIMIT ?)",
+    )
+    .bind(owner)
+    .bind(limit_sql)
+    .fetch_one(&mut *conn)
+    .await?;
+    if queued >= limit_sql {
+        return Err(StoreError::KeyQueueFull {
+            limit,
+            own: own.is_some(),
+        });
+    }
+    Ok(())
 }
 
 pub(super) async fn purge_idempotency_keys(
@@ -130,18 +277,32 @@ pub(super) async fn run_create_batches(
     live: Arc<super::LiveJobs>,
     available: Arc<Notify>,
     clock: SharedClock,
+    quotas: Arc<QuotaCell>,
 ) {
     let mut batch = Vec::with_capacity(super::MAX_CREATE_BATCH);
     while rx.recv_many(&mut batch, super::MAX_CREATE_BATCH).await > 0 {
         let mut conn = writer.lock().await;
         let now = clock.now_ms();
+        let quotas = quotas.get();
+        let start = {
+            let index = lock_index(&index);
+            BatchTags::new(
+                &index,
+                batch
+                    .iter()
+                    .map(|(job, _, _)| (job.pipeline, job.priority, job.owner_key_id.clone())),
+            )
+        };
+        let mut tags = start.clone();
         let all = async {
             begin(&mut conn).await?;
             let mut outcomes = Vec::with_capacity(batch.len());
             let mut inserted = Ok(());
             for (job, idem, _) in &batch {
-                match create_one(&mut conn, job, idem.as_ref(), now).await {
-                    Ok(outcome) => outcomes.push(outcome),
+                match create_one(&mut conn, job, idem.as_ref(), now, quotas, &mut tags).await {
+                    Ok(outcome) => outcomes.push(Ok(outcome)),
+                    // Refused before writing anything: its neighbours go ahead.
+                    Err(e @ StoreError::KeyQueueFull { .. }) => outcomes.push(Err(e)),
                     Err(e) => {
                         inserted = Err(e);
                         break;
@@ -152,18 +313,26 @@ pub(super) async fn run_create_batches(
         }
         .await;
         let mut results: Vec<Result<CreateOutcome>> = match all {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Ok(outcomes) => outcomes,
             Err(e) => {
                 tracing::warn!(error = %e, jobs = batch.len(), "batched create failed; retrying one by one");
                 let mut results = Vec::with_capacity(batch.len());
+                // The batch rolled back: start again from the committed queue.
+                tags = start;
                 for (job, idem, _) in &batch {
+                    let before = tags.clone();
                     let one = match begin(&mut conn).await {
                         Ok(()) => {
-                            let r = create_one(&mut conn, job, idem.as_ref(), now).await;
+                            let r =
+                                create_one(&mut conn, job, idem.as_ref(), now, quotas, &mut tags)
+                                    .await;
                             finish(&mut conn, r).await
                         }
                         Err(e) => Err(e),
                     };
+                    if one.is_err() {
+                        tags = before;
+                    }
                     results.push(one);
                 }
                 results
@@ -172,7 +341,9 @@ pub(super) async fn run_create_batches(
         {
             let mut index = lock_index(&index);
             for created in created_in(&mut results) {
-                index.insert(created.job.pipeline, created.job.priority, created.job.seq);
+                let job = &created.job;
+                let tag = tags.given.get(&job.seq).copied().unwrap_or(0);
+                index.insert(job.pipeline, job.priority, job.seq, tag, &job.owner_key_id);
             }
             // Positions as of this commit: the writer lock is still held, so no claim
             // or cancel has moved the queue since.
@@ -212,12 +383,24 @@ pub(super) async fn fetch_job(conn: &mut SqliteConnection, id: Uuid) -> Result<O
     row.as_ref().map(job_from_row).transpose()
 }
 
-async fn head_of(conn: &mut SqliteConnection, pipeline: Pipeline) -> Result<Option<Head>> {
+/// The first queued job of `pipeline` in dispatch order whose owner is below its
+/// running-jobs quota (its own, else `max_running`; 0 is none): a key at its quota is
+/// skipped until one of its running jobs ends.
+async fn head_of(
+    conn: &mut SqliteConnection,
+    pipeline: Pipeline,
+    max_running: u64,
+) -> Result<Option<Head>> {
     let row = sqlx::query(
-        "SELECT seq, priority, created_at FROM jobs WHERE state = 'queued' AND pipeline = ? \
-         ORDER BY priority DESC, seq LIMIT 1",
+        "SELECT seq, priority, created_at FROM jobs WHERE state = 'queued' AND pipeline = ?1 \
+         AND NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.id = jobs.owner_key_id \
+           AND coalesce(k.max_running, ?2) > 0 \
+           AND (SELECT count(*) FROM jobs r WHERE r.owner_key_id = k.id \
+                AND r.state = 'running') >= coalesce(k.max_running, ?2)) \
+         ORDER BY priority DESC, vstart, seq LIMIT 1",
     )
     .bind(pipeline.as_str())
+    .bind(i64::try_from(max_running).unwrap_or(i64::MAX))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(|row| {
@@ -236,13 +419,14 @@ pub(super) async fn claim(
     clock: &dyn Clock,
     index: &Mutex<QueueIndex>,
     req: &ClaimRequest,
+    max_running: u64,
 ) -> Result<Option<Lease>> {
     let now = clock.now_ms();
     begin(conn).await?;
     let claimed = async {
         let mut heads = Vec::with_capacity(req.pipelines.len());
         for &pipeline in &req.pipelines {
-            if let Some(head) = head_of(conn, pipeline).await? {
+            if let Some(head) = head_of(conn, pipeline, max_running).await? {
                 heads.push(head);
             }
         }
@@ -346,6 +530,8 @@ pub(super) async fn complete(
         .bind(lease.token)
         .execute(&mut *conn)
         .await?;
+        let delta = UsageDelta::ended(&job, JobState::Completed, Some(result), now);
+        usage::record(conn, delta).await?;
         webhooks::emit(conn, &job, WebhookEventType::Completed, now).await
     }
     .await;
@@ -378,6 +564,7 @@ async fn end_attempt(
     .bind(job.seq)
     .execute(&mut *conn)
     .await?;
+    usage::record(conn, UsageDelta::ended(job, next, None, now)).await?;
     let event = match next {
         JobState::Queued => WebhookEventType::Retried,
         JobState::Cancelled => WebhookEventType::Cancelled,
@@ -401,13 +588,17 @@ pub(super) async fn fail(
         let job = leased_job(conn, lease).await?;
         let detail = recorded_detail(&job, failure);
         let next = end_attempt(conn, clock, &job, &failure.reason, &detail, retryable).await?;
-        Ok((job, next))
+        let tag = match next {
+            JobState::Queued => retag_requeued(conn, &job).await?,
+            _ => 0,
+        };
+        Ok((job, next, tag))
     }
     .await;
-    let (job, next) = finish(conn, ended).await?;
+    let (job, next, tag) = finish(conn, ended).await?;
     Ok(match next {
         JobState::Queued => {
-            lock_index(index).insert(job.pipeline, job.priority, job.seq);
+            lock_index(index).insert(job.pipeline, job.priority, job.seq, tag, &job.owner_key_id);
             available.notify_waiters();
             FailOutcome::Requeued
         }
@@ -438,6 +629,8 @@ pub(super) async fn ack_cancelled(
         .bind(job.seq)
         .execute(&mut *conn)
         .await?;
+        let delta = UsageDelta::ended(&job, JobState::Cancelled, None, now);
+        usage::record(conn, delta).await?;
         webhooks::emit(conn, &job, WebhookEventType::Cancelled, now).await
     }
     .await;
@@ -458,7 +651,8 @@ pub(super) async fn end_stranded(
     begin(conn).await?;
     let ended = async {
         let rows = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND {filter_sql}"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND {filter_sql} \
+             ORDER BY seq"
         ))
         .bind(&param)
         .fetch_all(&mut *conn)
@@ -469,13 +663,17 @@ pub(super) async fn end_stranded(
             let failure = stranded_error(&job, cause);
             let detail = failure.detail.as_deref().unwrap_or(&failure.reason);
             let next = end_attempt(conn, clock, &job, &failure.reason, detail, true).await?;
-            ended.push((job, next, failure));
+            let tag = match next {
+                JobState::Queued => retag_requeued(conn, &job).await?,
+                _ => 0,
+            };
+            ended.push((job, next, failure, tag));
         }
         Ok(ended)
     }
     .await;
     let ended = finish(conn, ended).await?;
-    for (job, _, failure) in &ended {
+    for (job, _, failure, _) in &ended {
         crate::claim_order::log_stranded(job, failure);
     }
     let mut requeued = false;
@@ -483,10 +681,10 @@ pub(super) async fn end_stranded(
         let mut index = lock_index(index);
         ended
             .into_iter()
-            .map(|(job, next, _)| {
+            .map(|(job, next, _, tag)| {
                 let outcome = match next {
                     JobState::Queued => {
-                        index.insert(job.pipeline, job.priority, job.seq);
+                        index.insert(job.pipeline, job.priority, job.seq, tag, &job.owner_key_id);
                         requeued = true;
                         ReapOutcome::Requeued
                     }
@@ -530,6 +728,8 @@ pub(super) async fn cancel(
                 .bind(job.seq)
                 .execute(&mut *conn)
                 .await?;
+                let delta = UsageDelta::ended(&job, JobState::Cancelled, None, now);
+                usage::record(conn, delta).await?;
                 webhooks::emit(conn, &job, WebhookEventType::Cancelled, now).await?;
                 CancelOutcome::Cancelled
             }

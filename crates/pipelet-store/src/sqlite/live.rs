@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::jobs::fetch_job;
 use super::rows::{JOB_COLUMNS, job_from_row};
-use crate::rows::{UNREADABLE_SPEC, unreadable_spec};
+use super::{begin, finish, usage};
+use crate::rows::{UNREADABLE_SPEC, unreadable_jobs};
 use crate::{HeartbeatReply, JobRecord, ProgressUpdate, Result};
 
 #[derive(Default)]
@@ -77,23 +78,29 @@ pub(super) async fn fail_unreadable(conn: &mut SqliteConnection, now_ms: i64) ->
             .fetch_all(&mut *conn)
             .await?;
     let mut failed = 0;
-    for (id, spec) in rows {
-        let Some(unreadable) = unreadable_spec(&spec) else {
-            continue;
-        };
-        tracing::error!(job = %id, error = %unreadable.detail, "failing a job this version cannot read");
-        failed += sqlx::query(
-            "UPDATE jobs SET state = 'failed', finished_at = ?, error = ?, error_detail = ?, \
-             spec = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
-        )
-        .bind(now_ms)
-        .bind(UNREADABLE_SPEC)
-        .bind(&unreadable.detail)
-        .bind(&unreadable.stand_in)
-        .bind(&id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    for (id, unreadable) in unreadable_jobs(rows) {
+        begin(conn).await?;
+        let done = async {
+            let n = sqlx::query(
+                "UPDATE jobs SET state = 'failed', finished_at = ?, error = ?, \
+                 error_detail = ?, spec = ?, lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = ?",
+            )
+            .bind(now_ms)
+            .bind(UNREADABLE_SPEC)
+            .bind(&unreadable.detail)
+            .bind(&unreadable.stand_in)
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if n > 0 {
+                usage::record_unreadable(conn, &id, now_ms).await?;
+            }
+            Ok(n)
+        }
+        .await;
+        failed += finish(conn, done).await?;
     }
     Ok(failed)
 }

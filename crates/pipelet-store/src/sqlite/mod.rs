@@ -15,6 +15,7 @@ mod live;
 mod retention;
 mod rows;
 mod store_impl;
+mod usage;
 mod webhooks;
 
 use std::path::Path;
@@ -47,6 +48,8 @@ type PendingCreate = (
     oneshot::Sender<Result<CreateOutcome>>,
 );
 
+/// The [`crate::Store`] on one SQLite file; only one server may use it (the data
+/// dir lock keeps a second one out).
 pub struct SqliteStore {
     read: SqlitePool,
     writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
@@ -57,6 +60,8 @@ pub struct SqliteStore {
     creates: mpsc::Sender<PendingCreate>,
     /// Where every job time (leases, heartbeats, finish times) is read.
     clock: SharedClock,
+    /// The per-key quotas for keys without their own.
+    quotas: Arc<crate::api_keys::QuotaCell>,
 }
 
 impl SqliteStore {
@@ -97,6 +102,7 @@ impl SqliteStore {
         let (creates, rx) = mpsc::channel(MAX_CREATE_BATCH * 4);
         let live = Arc::new(LiveJobs::default());
         live::load(&live, &mut *writer.lock().await).await?;
+        let quotas = Arc::new(crate::api_keys::QuotaCell::default());
         tokio::spawn(jobs::run_create_batches(
             rx,
             writer.clone(),
@@ -104,6 +110,7 @@ impl SqliteStore {
             live.clone(),
             available.clone(),
             clock.clone(),
+            quotas.clone(),
         ));
         Ok(Self {
             read,
@@ -113,6 +120,7 @@ impl SqliteStore {
             available,
             creates,
             clock,
+            quotas,
         })
     }
 

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
@@ -12,6 +11,7 @@ use super::{SqliteStore, api_keys, jobs, retention, webhooks};
 use crate::ReleasedBlobs;
 use crate::api_keys::{KeyRecord, KeyUpdate, NewKey};
 use crate::claim_order::{LEASE_EXPIRED, SERVER_RESTARTED};
+use crate::rows::{JOB_COUNTS_SQL, job_count_from_row};
 use crate::{
     CancelOutcome, ClaimRequest, CreateOutcome, Created, FailOutcome, Failure, HeartbeatReply,
     Idempotency, JobCount, JobListQuery, JobPage, JobRecord, JobResult, JobState, JobStore,
@@ -141,27 +141,22 @@ impl JobStore for SqliteStore {
 
     async fn job_counts(&self) -> Result<Vec<JobCount>> {
         let mut conn = self.read.acquire().await?;
-        let rows = sqlx::query(
-            "SELECT model_id, state, count(*) AS n FROM jobs \
-             WHERE state IN ('queued', 'running') GROUP BY model_id, state",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let state: String = row.try_get("state")?;
-                Ok(JobCount {
-                    model_id: row.try_get("model_id")?,
-                    state: JobState::parse(&state)
-                        .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?,
-                    count: u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
-                })
-            })
-            .collect()
+        let rows = sqlx::query(JOB_COUNTS_SQL).fetch_all(&mut *conn).await?;
+        rows.iter().map(job_count_from_row).collect()
     }
 
     fn queued_total(&self) -> u64 {
         self.index().total()
+    }
+}
+
+impl SqliteStore {
+    /// A running job ended: its owner may have been at its running-jobs quota with jobs
+    /// queued, so waiting workers look again (nothing to do when nothing is queued).
+    fn slot_freed(&self) {
+        if self.index().total() > 0 {
+            self.available.notify_waiters();
+        }
     }
 }
 
@@ -176,7 +171,8 @@ impl LeaseStore for SqliteStore {
             return Ok(None);
         }
         let mut conn = self.writer.lock().await;
-        let lease = jobs::claim(&mut conn, self.clock(), &self.index, req).await?;
+        let max_running = self.quotas.get().max_running;
+        let lease = jobs::claim(&mut conn, self.clock(), &self.index, req, max_running).await?;
         if let Some(lease) = &lease {
             self.live.put(lease.job.clone());
         }
@@ -203,6 +199,7 @@ impl LeaseStore for SqliteStore {
         let mut conn = self.writer.lock().await;
         jobs::complete(&mut conn, self.clock(), lease, result).await?;
         self.live.forget(lease.job_id);
+        self.slot_freed();
         Ok(())
     }
 
@@ -224,6 +221,9 @@ impl LeaseStore for SqliteStore {
         )
         .await?;
         self.live.refresh(&mut conn, lease.job_id).await?;
+        if outcome != FailOutcome::Requeued {
+            self.slot_freed();
+        }
         Ok(outcome)
     }
 
@@ -231,6 +231,7 @@ impl LeaseStore for SqliteStore {
         let mut conn = self.writer.lock().await;
         jobs::ack_cancelled(&mut conn, self.clock(), lease).await?;
         self.live.forget(lease.job_id);
+        self.slot_freed();
         Ok(())
     }
 
@@ -330,6 +331,10 @@ impl KeyStore for SqliteStore {
         let mut conn = self.writer.lock().await;
         api_keys::server_secret(&mut conn, self.clock(), name).await
     }
+
+    fn set_quota_defaults(&self, defaults: crate::QuotaDefaults) {
+        self.quotas.set(defaults);
+    }
 }
 
 #[async_trait]
@@ -413,5 +418,13 @@ impl WebhookStore for SqliteStore {
     ) -> Result<WebhookSecrets> {
         let mut conn = self.writer.lock().await;
         webhooks::rotate(&mut conn, owner_key_id, now_ms).await
+    }
+}
+
+#[async_trait]
+impl crate::UsageStore for SqliteStore {
+    async fn usage(&self, query: &crate::UsageQuery) -> Result<Vec<crate::UsageRecord>> {
+        let mut conn = self.read.acquire().await?;
+        super::usage::read(&mut conn, query).await
     }
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::{KeyRecord, KeyUpdate, NewKey, Result};
+use crate::{KeyRecord, KeyUpdate, NewKey, QuotaDefaults, Result};
 
 /// API keys and the secrets every server on one store shares.
 #[async_trait]
@@ -32,7 +32,8 @@ pub trait KeyStore: Send + Sync {
     /// it; the old secret stops working at once.
     async fn rotate_key(&self, name: &str) -> Result<(KeyRecord, String)>;
 
-    /// Changes the priority cap or expiry of the live key named `name`.
+    /// Changes the priority cap, expiry, quotas (or fair-sharing weight) of the live key
+    /// named `name`.
     async fn update_key(&self, name: &str, update: KeyUpdate) -> Result<KeyRecord>;
 
     /// A number that changes whenever any key is revoked, rotated or updated: servers
@@ -45,4 +46,11 @@ pub trait KeyStore: Send + Sync {
     /// A random secret shared by every server on this store, created by the first call
     /// for `name` (e.g. the key that signs result links, so any server accepts them).
     async fn server_secret(&self, name: &str) -> Result<String>;
+
+    /// Sets the quotas this store enforces for keys that have none of their own: the
+    /// queued-jobs quota at create ([`StoreError::KeyQueueFull`]) and the running-jobs
+    /// quota at claim (a key at it is skipped). Both unlimited until set.
+    ///
+    /// [`StoreError::KeyQueueFull`]: crate::StoreError::KeyQueueFull
+    fn set_quota_defaults(&self, defaults: QuotaDefaults);
 }

@@ -15,7 +15,7 @@ use pipelet_store::*;
 use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
-use crate::support::new_job;
+use crate::support::{UsageLine, new_job, usage_lines};
 
 enum Backend {
     Sqlite {
@@ -163,6 +163,11 @@ conformance!(
     webhook_secrets_are_per_owner_stable_and_rotate,
     concurrent_webhook_due_never_hands_out_an_event_twice,
     retention_deletes_a_jobs_webhook_events,
+    // Usage.
+    usage_counts_each_terminal_transition_once_and_survives_retention,
+    // Per-key quotas.
+    queued_per_key_quota_refuses_creates_beyond_it,
+    running_per_key_quota_skips_a_key_at_it,
 );
 
 /// The lease the tests take (and let run out by moving the clock on).
@@ -176,6 +181,11 @@ fn claim_req(pipelines: &[Pipeline], lease_ms: i64) -> ClaimRequest {
         lease_ms,
         max_wait_for_switch_ms: 60_000,
     }
+}
+
+/// Creates `job`, which must be accepted.
+async fn created(s: &dyn Store, job: NewJob) -> JobRecord {
+    s.create_job(job).await.unwrap().job
 }
 
 /// Leases the next job of `pipeline` for `lease_ms`; there must be one.
@@ -254,18 +264,8 @@ async fn spoil_spec(f: &Fixture, id: uuid::Uuid, spoil: &str) {
 /// version) is failed when the store opens, with a status that still reads, and the jobs
 /// behind it are claimed as usual: it never blocks the queue.
 async fn a_queued_job_this_version_cannot_read_fails_without_blocking(f: &Fixture) {
-    let spoiled = f
-        .store
-        .create_job(new_job(Pipeline::T2v, 5))
-        .await
-        .unwrap()
-        .job;
-    let next = f
-        .store
-        .create_job(new_job(Pipeline::T2v, 0))
-        .await
-        .unwrap()
-        .job;
+    let spoiled = created(f.store.as_ref(), new_job(Pipeline::T2v, 5)).await;
+    let next = created(f.store.as_ref(), new_job(Pipeline::T2v, 0)).await;
     spoil_spec(f, spoiled.id, r#"{"prompt": "a cat", "width": "wide"}"#).await;
     let store = f.reopen().await;
     let failed = store.get_job(spoiled.id).await.unwrap().unwrap();
@@ -291,12 +291,7 @@ async fn a_queued_job_this_version_cannot_read_fails_without_blocking(f: &Fixtur
 /// The spec is decoded once, where a row becomes a record: a row whose spec this
 /// version cannot read is `Corrupt`, not a record with a half-read spec.
 async fn an_unreadable_spec_is_corrupt(f: &Fixture) {
-    let job = f
-        .store
-        .create_job(new_job(Pipeline::T2v, 0))
-        .await
-        .unwrap()
-        .job;
+    let job = created(f.store.as_ref(), new_job(Pipeline::T2v, 0)).await;
     // Finished, so the SQLite store does not load it into memory when it opens.
     let cancelled = f.store.cancel(job.id, false, "test").await.unwrap();
     assert_eq!(cancelled, CancelOutcome::Cancelled);
@@ -942,6 +937,7 @@ async fn keys_revoked_rotated_and_updated_by_name(f: &Fixture) {
             KeyUpdate {
                 max_priority: Some(42),
                 expires_at_ms: Some(Some(f.now() + 1_000)),
+                ..KeyUpdate::default()
             },
         )
         .await
@@ -954,6 +950,7 @@ async fn keys_revoked_rotated_and_updated_by_name(f: &Fixture) {
             KeyUpdate {
                 max_priority: None,
                 expires_at_ms: Some(None),
+                ..KeyUpdate::default()
             },
         )
         .await
@@ -1009,6 +1006,7 @@ async fn keys_expire(f: &Fixture) {
         KeyUpdate {
             max_priority: None,
             expires_at_ms: Some(None),
+            ..KeyUpdate::default()
         },
     )
     .await
@@ -1964,4 +1962,288 @@ async fn retention_deletes_a_jobs_webhook_events(f: &Fixture) {
     assert_eq!(deleted.iter().map(|d| d.job_id).collect::<Vec<_>>(), [j.id]);
     assert!(s.webhook_events_of(j.id).await.unwrap().is_empty());
     assert_eq!(s.webhook_pending().await.unwrap(), 0);
+}
+
+/// A job of `owner` for model `m` (T2V).
+fn usage_job(owner: &str, model: &str) -> NewJob {
+    NewJob {
+        owner_key_id: owner.into(),
+        model_id: model.into(),
+        ..new_job(Pipeline::T2v, 0)
+    }
+}
+
+fn usage_query(from: i64, to: i64) -> UsageQuery {
+    use pipelet_api::wire::usage::utc_day;
+    UsageQuery {
+        from_day: utc_day(from),
+        to_day: utc_day(to),
+        owner_key_id: None,
+        owner_key_name: None,
+    }
+}
+
+async fn usage_counts_each_terminal_transition_once_and_survives_retention(f: &Fixture) {
+    use pipelet_api::wire::usage::utc_day;
+    // Early in a UTC day, so a day's work (and a lease running out) stays in it.
+    let day_ms: i64 = 86_400_000;
+    f.advance_ms((day_ms - f.now().rem_euclid(day_ms) + 3_600_000) as u64);
+    let s = f.store.as_ref();
+    let key = s
+        .create_key(NewKey {
+            name: "acme".into(),
+            role: Role::Client,
+            max_priority: 0,
+            expires_at_ms: None,
+        })
+        .await
+        .unwrap()
+        .0;
+    let day1 = f.now();
+    // Completed twice: 81 frames at 16 fps (5.062 s, in whole ms) and 1.5 s of rendering.
+    for _ in 0..2 {
+        s.create_job(usage_job(&key.id, "m1")).await.unwrap();
+        let lease = claim_one(s, Pipeline::T2v, LEASE_MS).await;
+        s.complete(&lease.lease, &result()).await.unwrap();
+    }
+    // Cancelled while queued; cancelled by its worker after a forced cancel.
+    let queued = s.create_job(usage_job(&key.id, "m1")).await.unwrap();
+    s.cancel(queued.id, false, "me").await.unwrap();
+    let stopped = s.create_job(usage_job(&key.id, "m1")).await.unwrap();
+    let lease = claim_one(s, Pipeline::T2v, LEASE_MS).await;
+    s.cancel(stopped.id, true, "me").await.unwrap();
+    s.ack_cancelled(&lease.lease).await.unwrap();
+    // A retried failure counts once, when it ends; a non-retryable one at once.
+    let mut retried = usage_job(&key.id, "m2");
+    retried.max_attempts = 2;
+    s.create_job(retried).await.unwrap();
+    for expected in [FailOutcome::Requeued, FailOutcome::Failed] {
+        let lease = claim_one(s, Pipeline::T2v, LEASE_MS).await;
+        let failure = Failure::plain("runner crashed");
+        assert_eq!(
+            s.fail(&lease.lease, &failure, true).await.unwrap(),
+            expected
+        );
+    }
+    s.create_job(usage_job("other", "m1")).await.unwrap();
+    let lease = claim_one(s, Pipeline::T2v, LEASE_MS).await;
+    s.fail(&lease.lease, &Failure::plain("bad"), false)
+        .await
+        .unwrap();
+
+    // The next day: the reaper gives up on a lost worker's last attempt.
+    f.advance_ms(day_ms as u64);
+    let day2 = f.now();
+    let mut once = usage_job(&key.id, "m1");
+    once.max_attempts = 1;
+    s.create_job(once).await.unwrap();
+    claim_one(s, Pipeline::T2v, LEASE_MS).await;
+    let reaped = f.reap_after_expiry().await;
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped[0].outcome, ReapOutcome::Failed);
+    // Still queued or running: nothing counted.
+    s.create_job(usage_job(&key.id, "m1")).await.unwrap();
+    s.create_job(usage_job(&key.id, "m1")).await.unwrap();
+    claim_one(s, Pipeline::T2v, LEASE_MS).await;
+
+    let (d1, d2) = (utc_day(day1), utc_day(day2));
+    let acme = || "acme".to_string();
+    let expected: Vec<UsageLine> = vec![
+        (d1.clone(), acme(), "m1".into(), 2, 0, 2, 10_124, 3_000),
+        (d1.clone(), acme(), "m2".into(), 0, 1, 0, 0, 0),
+        // A key id no key has is shown as itself.
+        (d1.clone(), "other".into(), "m1".into(), 0, 1, 0, 0, 0),
+        (d2.clone(), acme(), "m1".into(), 0, 1, 0, 0, 0),
+    ];
+    let all = usage_query(day1, day2);
+    assert_eq!(usage_lines(s, &all).await, expected);
+
+    // Ranges and filters.
+    assert_eq!(
+        usage_lines(s, &usage_query(day2, day2)).await,
+        expected[3..].to_vec()
+    );
+    let own = UsageQuery {
+        owner_key_id: Some("other".into()),
+        ..all.clone()
+    };
+    assert_eq!(usage_lines(s, &own).await, expected[2..3].to_vec());
+    let named = UsageQuery {
+        owner_key_name: Some("acme".into()),
+        ..all.clone()
+    };
+    let acme_rows: Vec<UsageLine> = expected.iter().filter(|r| r.1 == "acme").cloned().collect();
+    assert_eq!(usage_lines(s, &named).await, acme_rows);
+    let later = usage_query(day2 + day_ms, day2 + 2 * day_ms);
+    assert!(usage_lines(s, &later).await.is_empty());
+
+    // Retention deletes the finished jobs; their usage stays, also after a restart.
+    let deleted = s.delete_finished_jobs(f.now(), 100).await.unwrap();
+    assert_eq!(deleted.len(), 7, "{deleted:?}");
+    assert_eq!(usage_lines(s, &all).await, expected);
+    let reopened = f.reopen().await;
+    assert_eq!(usage_lines(reopened.as_ref(), &all).await, expected);
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-key quotas
+// ---------------------------------------------------------------------------------------
+
+fn is_queue_full(r: &Result<Created>) -> Option<(u64, bool)> {
+    match r {
+        Err(StoreError::KeyQueueFull { limit, own }) => Some((*limit, *own)),
+        _ => None,
+    }
+}
+
+async fn queued_per_key_quota_refuses_creates_beyond_it(f: &Fixture) {
+    let s = f.store.as_ref();
+    let a = client_key(s, "a").await;
+    let b = client_key(s, "b").await;
+    // Unlimited by default.
+    for _ in 0..3 {
+        s.create_job(owned_job(&a.id, Pipeline::T2v)).await.unwrap();
+    }
+    s.set_quota_defaults(QuotaDefaults {
+        max_queued: 3,
+        max_running: 0,
+    });
+    let refused = s.create_job(owned_job(&a.id, Pipeline::T2v)).await;
+    assert_eq!(is_queue_full(&refused), Some((3, false)), "{refused:?}");
+    // Another key is not held back; nor are keys the store does not know.
+    s.create_job(owned_job(&b.id, Pipeline::T2v)).await.unwrap();
+    s.create_job(owned_job("no-such-key", Pipeline::T2v))
+        .await
+        .unwrap();
+    // An idempotent create is refused too, and records no key (a retry may succeed).
+    let idem = idem_at(f.now(), &a.id, "k1", "h");
+    assert!(matches!(
+        s.create_job_idempotent(owned_job(&a.id, Pipeline::T2v), idem.clone())
+            .await,
+        Err(StoreError::KeyQueueFull { limit: 3, .. })
+    ));
+    // Once one starts, there is room for one more.
+    claim_one(s, Pipeline::T2v, LEASE_MS).await;
+    assert!(matches!(
+        s.create_job_idempotent(owned_job(&a.id, Pipeline::T2v), idem)
+            .await,
+        Ok(CreateOutcome::Created(_))
+    ));
+    assert!(is_queue_full(&s.create_job(owned_job(&a.id, Pipeline::T2v)).await).is_some());
+    // The key's own quota beats the default: 0 is no limit, N is N.
+    s.update_key(
+        "a",
+        KeyUpdate {
+            max_queued: Some(Some(0)),
+            ..KeyUpdate::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.create_job(owned_job(&a.id, Pipeline::T2v)).await.unwrap();
+    s.update_key(
+        "b",
+        KeyUpdate {
+            max_queued: Some(Some(1)),
+            ..KeyUpdate::default()
+        },
+    )
+    .await
+    .unwrap();
+    let refused = s.create_job(owned_job(&b.id, Pipeline::T2v)).await;
+    assert_eq!(is_queue_full(&refused), Some((1, true)), "{refused:?}");
+    // Concurrent creates of one key (one batch on SQLite) never overshoot.
+    s.update_key(
+        "b",
+        KeyUpdate {
+            max_queued: Some(Some(5)),
+            ..KeyUpdate::default()
+        },
+    )
+    .await
+    .unwrap();
+    let tries = (0..12).map(|_| s.create_job(owned_job(&b.id, Pipeline::I2v)));
+    let results = futures::future::join_all(tries).await;
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|r| is_queue_full(r).is_some())
+        .count();
+    assert_eq!((created, refused), (4, 8), "1 was queued already, so 4 fit");
+    // `None` goes back to the default.
+    let key = s
+        .update_key(
+            "b",
+            KeyUpdate {
+                max_queued: Some(None),
+                ..KeyUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(key.max_queued, None);
+}
+
+async fn running_per_key_quota_skips_a_key_at_it(f: &Fixture) {
+    let s = f.store.as_ref();
+    let a = client_key(s, "a").await;
+    let b = client_key(s, "b").await;
+    s.set_quota_defaults(QuotaDefaults {
+        max_queued: 0,
+        max_running: 1,
+    });
+    // a may run only one job at a time.
+    let a1 = created(s, owned_job(&a.id, Pipeline::T2v)).await.id;
+    f.advance_ms(1);
+    let a2 = created(s, owned_job(&a.id, Pipeline::T2v)).await.id;
+    let first = claim_one(s, Pipeline::T2v, LEASE_MS).await;
+    assert_eq!(first.job.id, a1);
+    f.advance_ms(1);
+    let b1 = created(s, owned_job(&b.id, Pipeline::T2v)).await.id;
+    let second = claim_one(s, Pipeline::T2v, LEASE_MS).await;
+    assert_eq!(second.job.id, b1, "a is at its limit: its next job waits");
+    assert!(
+        s.claim(&claim_req(&[Pipeline::T2v], LEASE_MS))
+            .await
+            .unwrap()
+            .is_none(),
+        "a2 waits while a1 runs"
+    );
+    s.complete(&first.lease, &result()).await.unwrap();
+    let third = claim_one(s, Pipeline::T2v, LEASE_MS).await;
+    assert_eq!(
+        third.job.id, a2,
+        "a's next job runs once one of its jobs ended"
+    );
+    // The key's own quota beats the default.
+    s.update_key(
+        "a",
+        KeyUpdate {
+            max_running: Some(Some(2)),
+            ..KeyUpdate::default()
+        },
+    )
+    .await
+    .unwrap();
+    let a3 = created(s, owned_job(&a.id, Pipeline::T2v)).await.id;
+    let fourth = claim_one(s, Pipeline::T2v, LEASE_MS).await;
+    assert_eq!(fourth.job.id, a3, "a may run two now");
+    let a4 = created(s, owned_job(&a.id, Pipeline::T2v)).await.id;
+    assert!(
+        s.claim(&claim_req(&[Pipeline::T2v], LEASE_MS))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // 0 is no limit for this key.
+    s.update_key(
+        "a",
+        KeyUpdate {
+            max_running: Some(Some(0)),
+            ..KeyUpdate::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(claim_one(s, Pipeline::T2v, LEASE_MS).await.job.id, a4);
 }

@@ -3,7 +3,11 @@
 //! migrations, the server lock and secrets, and the (ignored) position-cost benchmark.
 //! PostgreSQL comes from `pipelet-testkit` (see `support.rs`).
 
+// Test code: a panic is the failure report we want, and test items need no docs.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 mod conformance;
+mod fairness;
 mod migrations;
 mod model;
 mod position_cost;

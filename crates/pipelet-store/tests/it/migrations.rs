@@ -2,14 +2,15 @@
 //! client-reason/detail split named the lost worker in `error`; after the upgrade the
 //! client reads a plain reason and the old text is the admin-only detail. Run on both
 //! backends, starting from a database with only the first migration applied. Likewise keys:
-//! live keys that shared a name are renamed apart by the key-management migration.
+//! live keys that shared a name are renamed apart by the key-management migration, and
+//! jobs finished before usage was counted are counted by the usage migration.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use pipelet_store::JobState;
 use pipelet_store::postgres::PgStore;
 use pipelet_store::prelude::*;
 use pipelet_store::sqlite::SqliteStore;
+use pipelet_store::{JobState, UsageQuery};
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use uuid::Uuid;
@@ -22,6 +23,34 @@ async fn first_migration_only(backend: &str, dir: &Path) -> Migrator {
         .join("0001_init.sql");
     std::fs::copy(&from, dir.join("0001_init.sql")).expect("copy the first migration");
     Migrator::new(dir).await.expect("migrator")
+}
+
+/// A new SQLite database in `dir` with only the first migration applied, as an older
+/// release left it: its path, and a connection to it.
+async fn old_sqlite(dir: &Path) -> (PathBuf, SqliteConnection) {
+    let migrations = dir.join("migrations");
+    std::fs::create_dir(&migrations).unwrap();
+    let path = dir.join("pipelet.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let mut conn = SqliteConnection::connect(&url).await.unwrap();
+    first_migration_only("sqlite", &migrations)
+        .await
+        .run(&mut conn)
+        .await
+        .unwrap();
+    (path, conn)
+}
+
+/// A connection to the PostgreSQL database `url` after applying only the first migration
+/// (its migrator's files kept in `dir`).
+async fn old_postgres(url: &str, dir: &Path) -> PgConnection {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    first_migration_only("postgres", dir)
+        .await
+        .run(&mut conn)
+        .await
+        .unwrap();
+    conn
 }
 
 const OLD_REAPED: &str = "gave up after 3 attempts: lease expired: the worker stopped heartbeating (holder \
@@ -84,18 +113,9 @@ async fn check(store: &dyn Store, cases: &[(Uuid, &str, &str)]) {
 #[tokio::test]
 async fn sqlite_upgrade_splits_old_failures() {
     let dir = tempfile::tempdir().unwrap();
-    let migrations = dir.path().join("migrations");
-    std::fs::create_dir(&migrations).unwrap();
-    let path = dir.path().join("pipelet.db");
+    let (path, mut conn) = old_sqlite(dir.path()).await;
     let cases = cases();
     {
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let mut conn = SqliteConnection::connect(&url).await.unwrap();
-        first_migration_only("sqlite", &migrations)
-            .await
-            .run(&mut conn)
-            .await
-            .unwrap();
         for (id, state, error) in &cases {
             sqlx::query(&insert_sql(false))
                 .bind(id.to_string())
@@ -119,12 +139,7 @@ async fn postgres_upgrade_splits_old_failures() {
     let dir = tempfile::tempdir().unwrap();
     let cases = cases();
     {
-        let mut conn = PgConnection::connect(&db.url).await.unwrap();
-        first_migration_only("postgres", dir.path())
-            .await
-            .run(&mut conn)
-            .await
-            .unwrap();
+        let mut conn = old_postgres(&db.url, dir.path()).await;
         for (id, state, error) in &cases {
             sqlx::query(&insert_sql(true))
                 .bind(id.to_string())
@@ -212,17 +227,8 @@ async fn check_keys(store: &dyn Store) {
 #[tokio::test]
 async fn sqlite_upgrade_makes_live_key_names_unique() {
     let dir = tempfile::tempdir().unwrap();
-    let migrations = dir.path().join("migrations");
-    std::fs::create_dir(&migrations).unwrap();
-    let path = dir.path().join("pipelet.db");
+    let (path, mut conn) = old_sqlite(dir.path()).await;
     {
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let mut conn = SqliteConnection::connect(&url).await.unwrap();
-        first_migration_only("sqlite", &migrations)
-            .await
-            .run(&mut conn)
-            .await
-            .unwrap();
         for (id, secret, created_at, revoked_at) in OLD_KEYS {
             sqlx::query(&insert_key_sql(false))
                 .bind(id)
@@ -246,12 +252,7 @@ async fn postgres_upgrade_makes_live_key_names_unique() {
     };
     let dir = tempfile::tempdir().unwrap();
     {
-        let mut conn = PgConnection::connect(&db.url).await.unwrap();
-        first_migration_only("postgres", dir.path())
-            .await
-            .run(&mut conn)
-            .await
-            .unwrap();
+        let mut conn = old_postgres(&db.url, dir.path()).await;
         for (id, secret, created_at, revoked_at) in OLD_KEYS {
             sqlx::query(&insert_key_sql(true))
                 .bind(id)
@@ -266,6 +267,123 @@ async fn postgres_upgrade_makes_live_key_names_unique() {
     }
     let store = PgStore::connect(&db.url).await.unwrap();
     check_keys(&store).await;
+    store.close().await;
+    drop(db);
+}
+
+/// Jobs finished before the usage table existed: two completed (81 frames at 16 fps,
+/// 1.5 s of rendering each) and one failed on 2026-01-02, one cancelled on 2026-01-03,
+/// and a queued one, which counts for nothing.
+const FINISHED_BEFORE_USAGE: [(&str, Option<i64>); 5] = [
+    ("completed", Some(1_767_312_000_000)),
+    ("completed", Some(1_767_398_399_999)),
+    ("failed", Some(1_767_312_000_001)),
+    ("cancelled", Some(1_767_398_400_000)),
+    ("queued", None),
+];
+
+fn insert_finished_sql(numbered: bool) -> String {
+    let p: Vec<String> = (1..=5)
+        .map(|i| {
+            if numbered {
+                format!("${i}")
+            } else {
+                "?".into()
+            }
+        })
+        .collect();
+    let id = if numbered { "$1::uuid" } else { "?" };
+    format!(
+        "INSERT INTO jobs (id, model_id, pipeline, owner_key_id, priority, state, spec, \
+         created_at, enqueued_at, attempt, max_attempts, finished_at, result) VALUES ({id}, \
+         'm', 't2v', 'o', 0, {}, {}, 1, 1, 1, 3, {}, {})",
+        p[1], p[2], p[3], p[4]
+    )
+}
+
+fn finished_result() -> String {
+    let result = crate::support::result_at("results/old.mp4");
+    serde_json::to_string(&result).unwrap()
+}
+
+async fn check_backfilled_usage(store: &dyn Store) {
+    let query = UsageQuery {
+        from_day: "2026-01-01".into(),
+        to_day: "2026-01-31".into(),
+        owner_key_id: None,
+        owner_key_name: None,
+    };
+    let rows = crate::support::usage_lines(store, &query).await;
+    let row = |day: &str, c, f, x, v, r| {
+        (
+            day.to_string(),
+            "o".to_string(),
+            "m".to_string(),
+            c,
+            f,
+            x,
+            v,
+            r,
+        )
+    };
+    assert_eq!(
+        rows,
+        [
+            row("2026-01-02", 2, 1, 0, 10_124, 3_000),
+            row("2026-01-03", 0, 0, 1, 0, 0),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_upgrade_counts_jobs_finished_before_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut conn) = old_sqlite(dir.path()).await;
+    let spec = serde_json::to_string(&pipelet_api::JobSpec::sample("p")).unwrap();
+    {
+        for (state, finished_at) in FINISHED_BEFORE_USAGE {
+            let result = (state == "completed").then(finished_result);
+            sqlx::query(&insert_finished_sql(false))
+                .bind(Uuid::new_v4().to_string())
+                .bind(state)
+                .bind(&spec)
+                .bind(finished_at)
+                .bind(result)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn.close().await.unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    check_backfilled_usage(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_upgrade_counts_jobs_finished_before_usage() {
+    let Some(db) = crate::support::pg_db() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = serde_json::to_string(&pipelet_api::JobSpec::sample("p")).unwrap();
+    {
+        let mut conn = old_postgres(&db.url, dir.path()).await;
+        for (state, finished_at) in FINISHED_BEFORE_USAGE {
+            let result = (state == "completed").then(finished_result);
+            sqlx::query(&insert_finished_sql(true))
+                .bind(Uuid::new_v4().to_string())
+                .bind(state)
+                .bind(&spec)
+                .bind(finished_at)
+                .bind(result)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn.close().await.unwrap();
+    }
+    let store = PgStore::connect(&db.url).await.unwrap();
+    check_backfilled_usage(&store).await;
     store.close().await;
     drop(db);
 }

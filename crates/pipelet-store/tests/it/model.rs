@@ -10,6 +10,10 @@
 //! The driver, [`check_against_model`], takes any `Arc<dyn Store>` plus a way to reopen
 //! it, so another implementation only needs its own `#[test]` at the bottom of this file.
 //!
+//! Jobs belong to one of [`KEY_WEIGHTS`]' keys, so the model also predicts fair sharing
+//! between keys at equal priority: each job's start tag, hence the dispatch order and
+//! every position.
+//!
 //! Timing is kept deterministic: leases are either already expired (`lease_ms = -1`) or
 //! long (60 s), and the loaded-pipeline rule's switch bound is either a day (never
 //! switch) or -1 (every job of another pipeline has waited too long).
@@ -47,6 +51,8 @@ const PREFIXES: [&str; 8] = [
     "",
 ];
 const LONG_LEASE_MS: i64 = 60_000;
+/// The weights of the keys jobs are created for (the store reads them from the keys).
+const KEY_WEIGHTS: [i64; 3] = [1, 2, 3];
 /// A switch bound no test job reaches: the loaded pipeline always wins.
 const NEVER_SWITCH_MS: i64 = 24 * 3_600_000;
 
@@ -99,6 +105,8 @@ pub enum Op {
         pipeline: Pipeline,
         priority: i64,
         max_attempts: u32,
+        /// Which of [`KEY_WEIGHTS`]' keys owns it.
+        key: usize,
     },
     Claim {
         worker: usize,
@@ -142,9 +150,10 @@ impl std::fmt::Debug for Op {
                 pipeline,
                 priority,
                 max_attempts,
+                key,
             } => write!(
                 f,
-                "Create({pipeline}, priority {priority}, max_attempts {max_attempts})"
+                "Create({pipeline}, priority {priority}, max_attempts {max_attempts}, key {key})"
             ),
             Op::Claim {
                 worker,
@@ -208,11 +217,13 @@ fn op() -> impl Strategy<Value = Op> {
         pipeline(),
         prop_oneof![Just(0i64), Just(1), Just(-1), Just(2), Just(-2)],
         prop_oneof![2 => Just(3u32), 2 => Just(2), 1 => Just(1)],
+        0..KEY_WEIGHTS.len(),
     )
-        .prop_map(|(pipeline, priority, max_attempts)| Op::Create {
+        .prop_map(|(pipeline, priority, max_attempts, key)| Op::Create {
             pipeline,
             priority,
             max_attempts,
+            key,
         });
     let pipelines = prop_oneof![
         Just(vec![Pipeline::T2v, Pipeline::I2v]),
@@ -290,6 +301,11 @@ struct ModelJob {
     model_id: String,
     pipeline: Pipeline,
     priority: i64,
+    /// The owning key, an index into [`KEY_WEIGHTS`], and its id (the job's owner).
+    key: usize,
+    key_id: String,
+    /// The fair-queuing start tag: dispatch order within a priority is (vstart, seq).
+    vstart: i64,
     state: JobState,
     attempt: u32,
     max_attempts: u32,
@@ -405,13 +421,56 @@ impl Model {
         }
     }
 
-    /// The head of a pipeline: the queued job dispatched first (priority desc, then seq).
+    /// The head of a pipeline: the queued job dispatched first (priority desc, then
+    /// start tag, then seq).
     fn head_of(&self, pipeline: Pipeline) -> Option<usize> {
         (0..self.jobs.len())
             .filter(|&i| {
                 self.jobs[i].state == JobState::Queued && self.jobs[i].pipeline == pipeline
             })
-            .min_by_key(|&i| (std::cmp::Reverse(self.jobs[i].priority), self.jobs[i].seq))
+            .min_by_key(|&i| self.order_key(i))
+    }
+
+    /// Where job `i` sorts among its pipeline's queued jobs.
+    fn order_key(&self, i: usize) -> (std::cmp::Reverse<i64>, i64, i64) {
+        let j = &self.jobs[i];
+        (std::cmp::Reverse(j.priority), j.vstart, j.seq)
+    }
+
+    /// The queued jobs of (pipeline, priority), other than `except`.
+    fn queued_at(
+        &self,
+        pipeline: Pipeline,
+        priority: i64,
+        except: Option<usize>,
+    ) -> impl Iterator<Item = &ModelJob> {
+        self.jobs.iter().enumerate().filter_map(move |(i, j)| {
+            (j.state == JobState::Queued
+                && j.pipeline == pipeline
+                && j.priority == priority
+                && Some(i) != except)
+                .then_some(j)
+        })
+    }
+
+    /// Start-time fair queuing: a new job of `key` starts at the queue's smallest tag
+    /// (0 when empty), or one job of its key's weight after its key's last queued tag if
+    /// that is later.
+    fn start_tag(&self, pipeline: Pipeline, priority: i64, key: usize) -> i64 {
+        let head = self
+            .queued_at(pipeline, priority, None)
+            .map(|j| j.vstart)
+            .min()
+            .unwrap_or(0);
+        let last = self
+            .queued_at(pipeline, priority, None)
+            .filter(|j| j.key == key)
+            .map(|j| j.vstart)
+            .max();
+        match last {
+            Some(last) => head.max(last + 1000 / KEY_WEIGHTS[key]),
+            None => head,
+        }
     }
 
     /// Which job a claim takes: the loaded pipeline's head unless another pipeline's head
@@ -458,6 +517,17 @@ impl Model {
         job.error = Some(error);
         job.owner = None;
         job.progress = None;
+        if next == JobState::Queued {
+            // Back to the front: its own tag, or the queue's smallest if that is smaller.
+            let (pipeline, priority) = (self.jobs[i].pipeline, self.jobs[i].priority);
+            let head = self
+                .queued_at(pipeline, priority, Some(i))
+                .map(|j| j.vstart)
+                .min();
+            if let Some(head) = head {
+                self.jobs[i].vstart = self.jobs[i].vstart.min(head);
+            }
+        }
         next
     }
 
@@ -505,7 +575,8 @@ impl Model {
                 .iter()
                 .filter(|j| j.state == JobState::Queued && j.pipeline == me.pipeline)
                 .filter(|j| {
-                    j.priority > me.priority || (j.priority == me.priority && j.seq < me.seq)
+                    j.priority > me.priority
+                        || (j.priority == me.priority && (j.vstart, j.seq) < (me.vstart, me.seq))
                 })
                 .count() as u64
         })
@@ -542,9 +613,10 @@ fn sort_counts(counts: &mut [JobCount]) {
     counts.sort_by(|a, b| (&a.model_id, a.state.as_str()).cmp(&(&b.model_id, b.state.as_str())));
 }
 
-fn new_job(pipeline: Pipeline, priority: i64, max_attempts: u32) -> NewJob {
+fn new_job(pipeline: Pipeline, priority: i64, max_attempts: u32, owner: &str) -> NewJob {
     NewJob {
         max_attempts,
+        owner_key_id: owner.into(),
         ..crate::support::new_job(pipeline, priority)
     }
 }
@@ -578,7 +650,7 @@ fn check_record(rec: &JobRecord, m: &ModelJob, now: i64, ctx: &str) {
     assert_eq!(rec.model_id, m.model_id, "{ctx}: model_id");
     assert_eq!(rec.pipeline, m.pipeline, "{ctx}: pipeline");
     assert_eq!(rec.priority, m.priority, "{ctx}: priority");
-    assert_eq!(rec.owner_key_id, "owner", "{ctx}: owner_key_id");
+    assert_eq!(rec.owner_key_id, m.key_id, "{ctx}: owner_key_id");
     assert_eq!(rec.spec, pipelet_api::JobSpec::sample("p"), "{ctx}: spec");
     assert_eq!(rec.state, m.state, "{ctx}: state");
     assert_eq!(rec.attempt, m.attempt, "{ctx}: attempt");
@@ -731,6 +803,29 @@ pub type Reopen<'a> = &'a (dyn Fn() -> LocalBoxFuture<'static, Arc<dyn Store>> +
 pub async fn check_against_model(mut store: Arc<dyn Store>, ops: Vec<Op>, reopen: Reopen<'_>) {
     let mut model = Model::default();
     let mut frozen = HashMap::new();
+    // The keys jobs belong to, with their weights; they outlive reopens.
+    let mut key_ids = Vec::with_capacity(KEY_WEIGHTS.len());
+    for (i, &weight) in KEY_WEIGHTS.iter().enumerate() {
+        let name = format!("model-key-{i}");
+        let (key, _) = store
+            .create_key(NewKey {
+                name: name.clone(),
+                role: Role::Client,
+                max_priority: 0,
+                expires_at_ms: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("create key {name}: {e}"));
+        let update = KeyUpdate {
+            weight: Some(weight),
+            ..KeyUpdate::default()
+        };
+        store
+            .update_key(&name, update)
+            .await
+            .unwrap_or_else(|e| panic!("weight of {name}: {e}"));
+        key_ids.push(key.id);
+    }
     check_all(store.as_ref(), &model, &mut frozen, "empty store").await;
     for (step, op) in ops.into_iter().enumerate() {
         let ctx = format!("step {step} {op:?}");
@@ -740,8 +835,10 @@ pub async fn check_against_model(mut store: Arc<dyn Store>, ops: Vec<Op>, reopen
                 pipeline,
                 priority,
                 max_attempts,
+                key,
             } => {
-                let job = new_job(pipeline, priority, max_attempts);
+                let job = new_job(pipeline, priority, max_attempts, &key_ids[key]);
+                let vstart = model.start_tag(pipeline, priority, key);
                 let rec = s
                     .create_job(job.clone())
                     .await
@@ -761,6 +858,9 @@ pub async fn check_against_model(mut store: Arc<dyn Store>, ops: Vec<Op>, reopen
                     model_id: job.model_id,
                     pipeline,
                     priority,
+                    key,
+                    key_id: key_ids[key].clone(),
+                    vstart,
                     state: JobState::Queued,
                     attempt: 0,
                     max_attempts,
@@ -775,6 +875,8 @@ pub async fn check_against_model(mut store: Arc<dyn Store>, ops: Vec<Op>, reopen
                 };
                 check_record(&rec, &m, now_ms(), &ctx);
                 model.jobs.push(m);
+                let promised = model.position(model.jobs.len() - 1);
+                assert_eq!(Some(rec.position), promised, "{ctx}: position at create");
             }
             Op::Claim {
                 worker,

@@ -4,7 +4,8 @@
 //! server fails the test unless `PIPELET_SKIP_POSTGRES=1`.
 
 use pipelet_api::Pipeline;
-use pipelet_store::{JobResult, NewJob, RenderedVideo};
+use pipelet_store::prelude::*;
+use pipelet_store::{JobResult, NewJob, RenderedVideo, UsageQuery};
 pub use pipelet_testkit::engines::PgDb;
 use uuid::Uuid;
 
@@ -45,4 +46,28 @@ pub fn result_at(blob: &str) -> JobResult {
             run_seconds: 1.5,
         },
     }
+}
+
+/// (day, key name, model, completed, failed, cancelled, video ms, run ms) of each row.
+pub type UsageLine = (String, String, String, u64, u64, u64, i64, i64);
+
+/// The rows `query` reads, as [`UsageLine`]s.
+pub async fn usage_lines(s: &dyn Store, query: &UsageQuery) -> Vec<UsageLine> {
+    s.usage(query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.day,
+                r.key_name,
+                r.model_id,
+                r.completed,
+                r.failed,
+                r.cancelled,
+                r.video_ms,
+                r.run_ms,
+            )
+        })
+        .collect()
 }

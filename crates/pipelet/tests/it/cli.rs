@@ -16,6 +16,22 @@ fn pipelet(server: &pipelet_testkit::Server, args: &[&str]) -> Output {
         .expect("run pipelet")
 }
 
+/// `pipelet submit` of a one-second 512x512 text-to-video `prompt`, then `extra`.
+fn submit(server: &pipelet_testkit::Server, prompt: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "submit",
+        "wan22-fast-t2v",
+        "--prompt",
+        prompt,
+        "--size",
+        "512x512",
+        "--duration",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    pipelet(server, &args)
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
@@ -25,54 +41,14 @@ fn submit_status_result_and_cancel() {
     let (dir, data) = temp_data_dir();
     let server = crate::pipelet().start_server(&data, &["--workers", "1"]);
     let out = dir.path().join("fox.mp4");
-    let o = pipelet(
-        &server,
-        &[
-            "submit",
-            "wan22-fast-t2v",
-            "--prompt",
-            "a fox",
-            "--size",
-            "512x512",
-            "--duration",
-            "1",
-            "-o",
-        ],
-    );
+    let o = submit(&server, "a fox", &["-o"]);
     assert!(!o.status.success(), "-o needs a value");
-    let o = pipelet(
-        &server,
-        &[
-            "submit",
-            "wan22-fast-t2v",
-            "--prompt",
-            "a fox",
-            "--size",
-            "512x512",
-            "--duration",
-            "1",
-            "-o",
-            out.to_str().expect("path"),
-        ],
-    );
+    let o = submit(&server, "a fox", &["-o", out.to_str().expect("path")]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mp4 = std::fs::read(&out).expect("mp4 written");
     assert_eq!(&mp4[4..8], b"ftyp");
 
-    let o = pipelet(
-        &server,
-        &[
-            "submit",
-            "wan22-fast-t2v",
-            "--prompt",
-            "later",
-            "--size",
-            "512x512",
-            "--duration",
-            "1",
-            "--no-wait",
-        ],
-    );
+    let o = submit(&server, "later", &["--no-wait"]);
     assert!(o.status.success());
     let id = stdout(&o);
     let o = pipelet(&server, &["status", &id, "--json"]);

@@ -64,13 +64,7 @@ async fn a_job_running_at_kill_9_is_requeued_and_finishes() {
     let server = crate::pipelet().start_server(&data, &["--workers", "1"]);
     // Long enough to still be running when we kill.
     let body = json!({"prompt": "long", "width": 1280, "height": 720, "duration": 5});
-    let id = server.create(&client, T2V, body).await["request_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    server
-        .wait_for(&client, T2V, &id, "IN_PROGRESS", Duration::from_secs(30))
-        .await;
+    let id = crate::create_running(&server, &client, T2V, body).await;
     server.kill9();
 
     let server = crate::pipelet().start_server(&data, &["--workers", "1"]);
@@ -102,13 +96,7 @@ async fn sigterm_finishes_the_running_job_then_exits() {
     let client = reqwest::Client::new();
     let mut server = crate::pipelet().start_server(&data, &["--workers", "1"]);
     let body = json!({"prompt": "drain", "width": 512, "height": 512, "duration": 2});
-    let id = server.create(&client, T2V, body).await["request_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    server
-        .wait_for(&client, T2V, &id, "IN_PROGRESS", Duration::from_secs(30))
-        .await;
+    let id = crate::create_running(&server, &client, T2V, body).await;
     server.sigterm();
     let exit = tokio::task::spawn_blocking(move || {
         let status = server.child.wait().expect("wait");

@@ -54,13 +54,7 @@ async fn a_killed_worker_s_job_completes_on_another_worker_once() {
     let mut first = crate::pipelet().start_worker(&server.base, &key, "first", &[]);
 
     let body = json!({"prompt": "long", "width": 1280, "height": 720, "duration": 5});
-    let id = server.create(&client, T2V, body).await["request_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    server
-        .wait_for(&client, T2V, &id, "IN_PROGRESS", Duration::from_secs(30))
-        .await;
+    let id = crate::create_running(&server, &client, T2V, body).await;
     kill9(&mut first);
 
     let mut second = crate::pipelet().start_worker(&server.base, &key, "second", &[]);
@@ -108,12 +102,7 @@ async fn server_kill_9_under_load_every_job_completes_exactly_once() {
     for i in 0..JOBS {
         let body =
             json!({"prompt": format!("job {i}"), "width": 512, "height": 512, "duration": 1});
-        ids.push(
-            server.create(&client, T2V, body).await["request_id"]
-                .as_str()
-                .expect("id")
-                .to_string(),
-        );
+        ids.push(crate::create_id(&server, &client, T2V, body).await);
     }
     // Crash while jobs are queued, running and finishing.
     let first = &ids[0];
@@ -146,15 +135,24 @@ async fn server_kill_9_under_load_every_job_completes_exactly_once() {
     assert_eq!(jobs.len(), JOBS);
     for job in &jobs {
         assert_eq!(job.state, JobState::Completed, "{}", job.id);
-        // The outage was shorter than a lease: nobody re-ran anything.
-        assert_eq!(job.attempt, 1, "job {} ran {} times", job.id, job.attempt);
+        assert!(job.attempt <= 2, "job {} ran {} times", job.id, job.attempt);
         let result = job.result.as_ref().expect("result");
         assert_eq!(
             result.blob,
             format!("results/{}/{}.mp4", job.id, job.lease_token)
         );
+        // One result file per job: no attempt's upload was duplicated.
+        let files = std::fs::read_dir(data.join("blobs/results").join(job.id.to_string()))
+            .expect("the job's results dir")
+            .count();
+        assert_eq!(files, 1, "job {}", job.id);
     }
-    // One result file per job: no attempt's upload was duplicated.
+    // The outage was shorter than a lease, so only a claim in flight at the crash can
+    // run again: committed, but its answer never reached the worker, which cannot know
+    // it holds the job; the lease expires and the job is re-queued. At most one per
+    // worker slot (2 workers × 2).
+    let reruns = jobs.iter().filter(|j| j.attempt > 1).count();
+    assert!(reruns <= 4, "{reruns} jobs ran twice");
     let results = std::fs::read_dir(data.join("blobs/results"))
         .expect("results dir")
         .count();
@@ -172,24 +170,15 @@ async fn a_worker_on_sigterm_finishes_its_job_then_exits() {
     let key = crate::pipelet().create_key(&data, "gpu", "worker");
     let mut worker = crate::pipelet().start_worker(&server.base, &key, "draining", &[]);
     let body = json!({"prompt": "drain", "width": 832, "height": 480, "duration": 3});
-    let id = server.create(&client, T2V, body).await["request_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    server
-        .wait_for(&client, T2V, &id, "IN_PROGRESS", Duration::from_secs(30))
-        .await;
+    let id = crate::create_running(&server, &client, T2V, body).await;
     // A second job must not be started by a stopping worker.
-    let next = server
-        .create(
-            &client,
-            T2V,
-            json!({"prompt": "next", "width": 512, "height": 512, "duration": 1}),
-        )
-        .await["request_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let next = crate::create_id(
+        &server,
+        &client,
+        T2V,
+        json!({"prompt": "next", "width": 512, "height": 512, "duration": 1}),
+    )
+    .await;
     sigterm(&worker);
     let status = tokio::task::spawn_blocking(move || worker.wait().expect("wait"))
         .await
@@ -221,13 +210,7 @@ async fn a_worker_on_sigterm_exits_in_bounded_time_while_the_server_is_down() {
         &["--drain-secs", "1", "--shutdown-timeout-secs", "1"],
     );
     let body = json!({"prompt": "stranded", "width": 832, "height": 480, "duration": 3});
-    let id = server.create(&client, T2V, body).await["request_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    server
-        .wait_for(&client, T2V, &id, "IN_PROGRESS", Duration::from_secs(30))
-        .await;
+    crate::create_running(&server, &client, T2V, body).await;
     // The server is gone: the job can be neither handed back nor delivered.
     server.kill9();
     sigterm(&worker);

@@ -130,6 +130,87 @@ fn keys_are_listed_rotated_updated_and_revoked_by_name() {
     assert!(!bad.status.success(), "a bad duration is refused");
 }
 
+#[test]
+fn keys_get_quotas_on_create_and_update_and_list_them() {
+    let (_dir, data) = temp_data_dir();
+    ok(
+        &data,
+        &[
+            "create",
+            "--name",
+            "tenant",
+            "--max-queued",
+            "50",
+            "--max-running",
+            "2",
+            "--creates-per-minute",
+            "120",
+        ],
+    );
+    let key = listed(&data, "tenant");
+    assert_eq!(
+        (
+            &key["max_queued"],
+            &key["max_running"],
+            &key["creates_per_minute"]
+        ),
+        (&json!(50), &json!(2), &json!(120)),
+        "{key}"
+    );
+    let table = ok(&data, &["list"]);
+    assert!(table.contains("MAX_QUEUED"), "{table}");
+    assert!(table.contains("CREATES/MIN"), "{table}");
+
+    // `default` goes back to the server's flag, 0 is no limit, the rest stay.
+    let o = keys(
+        &data,
+        &[
+            "update",
+            "tenant",
+            "--max-queued",
+            "default",
+            "--max-running",
+            "0",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("max queued default"), "{}", stderr(&o));
+    let key = listed(&data, "tenant");
+    assert_eq!(key["max_queued"], Value::Null, "{key}");
+    assert_eq!(key["max_running"], 0, "{key}");
+    assert_eq!(key["creates_per_minute"], 120, "{key}");
+    let table = ok(&data, &["list"]);
+    assert!(table.contains("default"), "{table}");
+
+    // Keys made without quotas take the server's defaults.
+    ok(&data, &["create", "--name", "plain"]);
+    assert_eq!(listed(&data, "plain")["max_queued"], Value::Null);
+
+    let bad = keys(&data, &["update", "tenant", "--max-queued", "lots"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("default"), "{}", stderr(&bad));
+}
+
+#[test]
+fn keys_get_a_fair_sharing_weight_on_create_and_update() {
+    let (_dir, data) = temp_data_dir();
+    ok(&data, &["create", "--name", "heavy", "--weight", "3"]);
+    assert_eq!(listed(&data, "heavy")["weight"], 3);
+    ok(&data, &["create", "--name", "plain"]);
+    assert_eq!(listed(&data, "plain")["weight"], 1);
+    let table = ok(&data, &["list"]);
+    assert!(table.contains("WEIGHT"), "{table}");
+    let o = keys(&data, &["update", "plain", "--weight", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("weight 5"), "{}", stderr(&o));
+    assert_eq!(listed(&data, "plain")["weight"], 5);
+    for bad in ["0", "101"] {
+        let o = keys(&data, &["update", "plain", "--weight", bad]);
+        assert!(!o.status.success(), "--weight {bad}");
+    }
+    assert_eq!(listed(&data, "plain")["weight"], 5);
+}
+
 /// Polls `GET /requests` on `base` with `key` until it answers 401; fails past `within`
 /// (measured from `since`).
 async fn refused_within(base: &str, key: &str, since: Instant, within: Duration) {

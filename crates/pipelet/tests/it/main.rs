@@ -15,10 +15,45 @@ mod keys;
 mod presign;
 mod serve_start;
 mod shared_engines;
+mod usage;
 mod wan;
 mod webhook_durability;
 
 /// The `pipelet` binary built for these tests.
 fn pipelet() -> pipelet_testkit::Pipelet {
     pipelet_testkit::pipelet!()
+}
+
+/// Creates a request of `body` on `model`: its request id.
+async fn create_id(
+    server: &pipelet_testkit::Server,
+    client: &reqwest::Client,
+    model: &str,
+    body: serde_json::Value,
+) -> String {
+    server.create(client, model, body).await["request_id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+/// Creates a request of `body` on `model` and waits (30 s at most) until a worker runs
+/// it: its request id.
+async fn create_running(
+    server: &pipelet_testkit::Server,
+    client: &reqwest::Client,
+    model: &str,
+    body: serde_json::Value,
+) -> String {
+    let id = create_id(server, client, model, body).await;
+    server
+        .wait_for(
+            client,
+            model,
+            &id,
+            "IN_PROGRESS",
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    id
 }

@@ -49,22 +49,45 @@ fn job_of<'a>(rows: &'a [JobRecord], id: &str) -> &'a JobRecord {
         .unwrap_or_else(|| panic!("job {id} is not in the jobs table"))
 }
 
+/// A `pipelet serve --workers 1` whose blobs go to a new moto bucket, under `prefix`.
+struct S3Serve {
+    moto: Moto,
+    bucket: String,
+    /// Holds the data dir until the test ends.
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    server: Server,
+}
+
+impl S3Serve {
+    async fn start(prefix: &str) -> Self {
+        let moto = Moto::start();
+        let bucket = moto.create_bucket().await;
+        let (_dir, data) = pipelet_testkit::temp_data_dir();
+        let blob_url = format!("s3://{bucket}/{prefix}");
+        let server = crate::pipelet().start_server_env(
+            &data,
+            &["--workers", "1", "--blob-url", &blob_url],
+            &moto.env(),
+            None,
+        );
+        Self {
+            moto,
+            bucket,
+            _dir,
+            data,
+            server,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobs_round_trip_through_s3() {
     if skipped(true, false) {
         return;
     }
-    let moto = Moto::start();
-    let bucket = moto.create_bucket().await;
-    let (_dir, data) = pipelet_testkit::temp_data_dir();
-    let blob_url = format!("s3://{bucket}/pipelet/test");
-    let server = crate::pipelet().start_server_env(
-        &data,
-        &["--workers", "1", "--blob-url", &blob_url],
-        &moto.env(),
-        None,
-    );
-    let api = Api::new(&server.base, &server.key);
+    let s3 = S3Serve::start("pipelet/test").await;
+    let api = Api::new(&s3.server.base, &s3.server.key);
 
     let image = png_base64(160, 120);
     let image_bytes = base64::engine::general_purpose::STANDARD
@@ -84,7 +107,7 @@ async fn blobs_round_trip_through_s3() {
     }
 
     // Everything is in the bucket under the prefix, nothing on local disk.
-    let objects: BTreeMap<String, u64> = moto.list(&bucket, "").await.into_iter().collect();
+    let objects: BTreeMap<String, u64> = s3.moto.list(&s3.bucket, "").await.into_iter().collect();
     let expected: BTreeMap<String, u64> = [
         (
             format!("pipelet/test/inputs/{i2v}"),
@@ -97,7 +120,7 @@ async fn blobs_round_trip_through_s3() {
     .collect();
     assert_eq!(objects, expected);
     assert!(
-        !data.join("blobs").exists(),
+        !s3.data.join("blobs").exists(),
         "--blob-url must keep blobs off the data dir"
     );
 }
@@ -125,17 +148,8 @@ async fn a_result_over_one_mib_is_stored_in_s3() {
     if skipped(true, false) {
         return;
     }
-    let moto = Moto::start();
-    let bucket = moto.create_bucket().await;
-    let (_dir, data) = pipelet_testkit::temp_data_dir();
-    let blob_url = format!("s3://{bucket}/big");
-    let server = crate::pipelet().start_server_env(
-        &data,
-        &["--workers", "1", "--blob-url", &blob_url],
-        &moto.env(),
-        None,
-    );
-    let api = Api::new(&server.base, &server.key);
+    let s3 = S3Serve::start("big").await;
+    let api = Api::new(&s3.server.base, &s3.server.key);
     let body =
         json!({"prompt": "noise", "data_uri": noise_png(1280, 720), "height": 720, "duration": 5});
     let (id, _) = api.create(I2V, &body).await;
@@ -150,7 +164,10 @@ async fn a_result_over_one_mib_is_stored_in_s3() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(status["status"], "COMPLETED", "{status}");
-    let stored = moto.list(&bucket, &format!("big/results/{id}/")).await;
+    let stored = s3
+        .moto
+        .list(&s3.bucket, &format!("big/results/{id}/"))
+        .await;
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert!(
         stored[0].1 > 1 << 20,
@@ -207,7 +224,9 @@ async fn two_servers_on_one_postgres_and_one_bucket_run_every_job_once() {
     // With no worker: positions, cancel and visibility agree between the servers.
     let mut made = Vec::new();
     for n in 0..QUEUED_FIRST {
-        let (server, key) = (n % 2, keys[(n / 2) % 2].clone());
+        // The keys take turns, so fair sharing between them keeps the order of creation
+        // (each key's k-th job shares a start tag; the earlier one goes first).
+        let (server, key) = ((n / 2) % 2, keys[n % 2].clone());
         let (id, answer) = api(server, &key).create(T2V, &t2v_body(n)).await;
         assert_eq!(answer["queue_position"], n, "create answer: {answer}");
         made.push(Made {

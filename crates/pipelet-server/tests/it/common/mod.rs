@@ -305,6 +305,22 @@ pub fn preview_result(blob: impl Into<String>, bytes: u64) -> JobResult {
     }
 }
 
+/// The secret of a new key `name` with `role`, made in the app's store.
+pub async fn named_key(app: &TestApp, name: &str, role: pipelet_store::Role) -> String {
+    let (_, secret) = app
+        .state
+        .store
+        .create_key(pipelet_store::NewKey {
+            name: name.into(),
+            role,
+            max_priority: 0,
+            expires_at_ms: None,
+        })
+        .await
+        .expect("create a key");
+    secret
+}
+
 /// A server without workers whose jobs get one attempt (a failure is final).
 pub async fn spawn_queue_only_one_attempt() -> TestApp {
     spawn_app_with(|c| {
